@@ -1,0 +1,21 @@
+"""promotion: take ML models from the registry to production safely.
+
+The package is organised by responsibility::
+
+    promotion.config     environment and policy files, validated at load
+    promotion.registry   the MLflow model registry (aliases, lineage, artifacts)
+    promotion.gates      pre-merge checks that decide with numbers
+    promotion.metrics    providers that measure a running service
+    promotion.analysis   turns measurements into a verdict
+    promotion.rollout    the controller that acts on verdicts, one tick at a time
+    promotion.traffic    backends that move traffic between versions
+    promotion.records    signed promotion records and their verification
+
+Usage::
+
+    $ promotion validate
+    $ promotion gate prod --json
+    $ promotion rollout prod
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from promotion.cli import main
+
+raise SystemExit(main())

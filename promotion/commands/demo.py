@@ -1,0 +1,15 @@
+"""``promotion demo``: the whole promotion cycle, for real, in a scratch workspace."""
+
+from __future__ import annotations
+
+HELP = "train three versions and take them through gates, canary, promotion, rollback and audit"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--workspace", help="an empty folder to work in (default: a new temp folder)")
+
+
+def run(args) -> int:
+    from promotion.demo import main
+
+    return main(args.workspace)

@@ -1,0 +1,42 @@
+"""``promotion rollout <env>``: move the environment to its desired state, safely."""
+
+from __future__ import annotations
+
+import sys
+
+from promotion.commands._common import append_step_summary, emit_json, project
+
+HELP = "roll the environment file's version out as a canary through the policy's steps; promote or roll back"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("env", help="environment name (environments/<env>.yaml)")
+    parser.add_argument("--json", action="store_true", help="print the final state as JSON")
+    parser.add_argument("--events", metavar="FILE", help="also append JSON-lines events to FILE")
+    parser.add_argument("--push", action="store_true", help="push the record commit to origin (CI)")
+    parser.add_argument("--max-seconds", type=float, default=None, help="give up (resumably) after this long")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run(args) -> int:
+    from promotion.rollout import Context
+    from promotion.rollout import run as run_rollout
+    from promotion.rollout.report import event_line, summary_markdown
+
+    proj = project(args)
+    ctx = Context.build(proj, args.env, events_file=args.events, push=args.push)
+    if not args.quiet:
+        def show(st, entry):
+            line = event_line(entry)
+            if line:
+                print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+        ctx.listeners.append(show)
+    final = run_rollout(ctx, max_seconds=args.max_seconds)
+    if final is None:
+        msg = f"{args.env} already runs v{ctx.env.model.version}: nothing to roll out"
+        emit_json({"env": args.env, "phase": "up_to_date", "version": ctx.env.model.version}) if args.json else print(msg)
+        return 0
+    append_step_summary(summary_markdown(final))
+    if args.json:
+        emit_json(final.to_dict())
+    return 0 if final.phase.value == "promoted" else 1

@@ -1,0 +1,161 @@
+"""What the controller does to the world: gates, aliases, git commits, signed records.
+
+Kept apart from :mod:`promotion.rollout.controller` (which decides when) so each action
+is idempotent on its own: running it again after a crash finds the work done and moves on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from promotion._internal.envfile import set_model
+from promotion._internal.git import Git
+from promotion.errors import GitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from promotion.rollout.controller import Context
+    from promotion.rollout.state import RolloutState
+
+
+def head_commit(ctx: "Context") -> str | None:
+    """The commit whose environment file this rollout acts on (GITHUB_SHA in Actions)."""
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    try:
+        return Git(ctx.project.root).head()
+    except GitError:
+        return None
+
+
+def pre_rollout_checks(ctx: "Context", st: "RolloutState") -> list[dict]:
+    """Re-run the policy's gates on the merged state: a merge that bypassed them is rejected."""
+    from promotion.gates import run_gates
+
+    report = run_gates(ctx.project, ctx.env, ctx.policy, registry=ctx.registry, stage="rollout")
+    return [c.to_dict() for c in report.checks]
+
+
+def approvers_from(checks: list[dict]) -> list[dict]:
+    for c in checks:
+        if c.get("gate") == "approvals" and isinstance(c.get("details"), dict):
+            return list(c["details"].get("approvers", []))
+    return []
+
+
+def analysis_for(ctx: "Context", st: "RolloutState"):
+    from promotion.analysis.judge import AnalysisSettings, CanaryAnalysis
+
+    if st.analysis:
+        return CanaryAnalysis.from_dict(st.analysis)
+    return CanaryAnalysis(AnalysisSettings.from_policy(ctx.policy))
+
+
+def reading(step_window, st: "RolloutState", verdict) -> dict[str, Any]:
+    """Requests, error rate, p95 and e-values of both versions over the current step."""
+    out: dict[str, Any] = {}
+    for role, version in (("canary", st.canary), ("champion", st.champion)):
+        c = step_window.versions.get(version) if version is not None else None
+        n = c.requests if c else 0
+        out[f"{role}_requests"] = int(n)
+        out[f"{role}_error_rate"] = round(c.errors / n, 5) if c and n else None
+        p95 = c.latency_quantile(0.95) if c and n else None
+        out[f"{role}_p95_ms"] = round(p95 * 1000, 3) if p95 is not None else None
+    for key in ("e_error", "e_latency", "e_values"):
+        if key in (verdict.evidence or {}):
+            out[key] = verdict.evidence[key]
+    return out
+
+
+def shadow_agreement(baseline: dict | None, snap, version: int) -> dict[str, Any]:
+    from promotion.metrics.base import Snapshot, window
+
+    c = window(Snapshot.from_dict(baseline), snap).get(version) if baseline else None
+    if c is None or c.shadow_requests <= 0:
+        return {"requests": 0, "agreement": 0.0, "errors": 0}
+    compared = c.shadow_agree + c.shadow_disagree
+    return {"requests": int(c.shadow_requests), "agreement": (c.shadow_agree / compared) if compared else 0.0,
+            # a mirrored request that produced no comparison failed on the shadow
+            "errors": int(c.shadow_requests - compared)}
+
+
+def _record_inputs(ctx: "Context", version: int) -> dict[str, Any]:
+    mv = ctx.registry.version(ctx.env.model.name, version)
+    return {"data_snapshot": mv.tags.get("data_snapshot"), "code_commit": mv.tags.get("code_commit")}
+
+
+def _commit(ctx: "Context", st: "RolloutState", message: str, paths: list[Path]) -> str | None:
+    from promotion.records import record_related_paths
+
+    git = Git(ctx.project.root)
+    rel = sorted({str(Path(p).resolve().relative_to(ctx.project.root.resolve())) for p in
+                  [*paths, *record_related_paths(ctx.project.root, st.env)] if Path(p).exists()})
+    git("add", "--", *rel)
+    if not git("diff", "--cached", "--name-only").strip():
+        return st.commit  # already committed by an earlier, interrupted run
+    sha = git.commit(message, [], author=os.environ.get("PROMOTION_GIT_AUTHOR"))
+    if ctx.push:
+        push(ctx.project.root)
+    return sha
+
+
+def push(root: Path) -> None:
+    """Push the current branch, rebasing over commits that landed meanwhile."""
+    git = Git(root)
+    branch = git.current_branch()
+    for _ in range(3):
+        if git("push", "origin", f"HEAD:{branch}", check=False) == "" and git("status", "-sb").find("ahead") < 0:
+            return
+        git("pull", "--rebase", "origin", branch, check=False)
+    git("push", "origin", f"HEAD:{branch}")
+
+
+def finish_promotion(ctx: "Context", st: "RolloutState") -> None:
+    """Alias to the canary (old champion pinned), signed promote record, commit."""
+    from promotion.records import write_record
+
+    ctx.registry.set_alias(st.model, st.env, st.canary)
+    if not st.record_path:
+        path = write_record(
+            ctx.project.root, st.env, action="promote", model=st.model, version=st.canary,
+            digest=st.canary_digest, from_env=ctx.policy.requires_record_from, to_env=st.env,
+            checks=st.checks, approvers=st.approvers, steps=st.steps, rollback_target=st.champion,
+            policy_digest=st.policy_digest, source_commit=st.source_commit, reason=st.reason,
+            evidence={"timeline": st.timeline[-50:]} if st.timeline else None,
+            signer=ctx.signer, **_record_inputs(ctx, st.canary),
+        )
+        st.record_path = str(path)
+        ctx.store.save(st)
+    was = f" (was v{st.champion})" if st.champion is not None else " (initial deployment)"
+    st.commit = _commit(ctx, st, f"promote {st.env}: {st.model} v{st.canary}{was}", [Path(st.record_path)])
+
+
+def finish_rollback(ctx: "Context", st: "RolloutState") -> None:
+    """Alias and environment file back to the champion, signed rollback record, one commit."""
+    from promotion.records import write_record
+
+    target, target_digest = st.champion, st.champion_digest
+    changed: list[Path] = []
+    if target is not None:
+        if ctx.registry.alias(st.model, st.env) != target:
+            ctx.registry.restore_alias(st.model, st.env, target)
+        if set_model(ctx.env.path, target, target_digest):
+            changed.append(ctx.env.path)
+    if not st.record_path:
+        path = write_record(
+            ctx.project.root, st.env, action=st.rollback_action, model=st.model,
+            version=target if target is not None else st.canary,
+            digest=target_digest if target is not None else st.canary_digest,
+            from_env=st.env, to_env=st.env, checks=st.checks, approvers=st.approvers, steps=st.steps,
+            rollback_target=target, policy_digest=st.policy_digest, source_commit=st.source_commit,
+            reason=st.reason, replaced_version=st.canary,
+            evidence={**(st.evidence or {}), "rejected": {"version": st.canary, "digest": st.canary_digest},
+                      "switch_seconds": st.switch_seconds, "timeline": st.timeline[-100:]},
+            signer=ctx.signer, **_record_inputs(ctx, target if target is not None else st.canary),
+        )
+        st.record_path = str(path)
+        ctx.store.save(st)
+    to = f"v{target}" if target is not None else "nothing"
+    st.commit = _commit(ctx, st, f"rollback {st.env}: {st.model} v{st.canary} -> {to}: {st.reason}"[:300],
+                        [*changed, ctx.env.path, Path(st.record_path)])

@@ -1,0 +1,1 @@
+"""Serving side of the project: the example fraud model and the BentoML router."""

@@ -1,0 +1,174 @@
+"""The controller's tick, through every transition, with real registry, git and records."""
+
+from __future__ import annotations
+
+import pytest
+
+from promotion._internal.envfile import set_model
+from promotion._internal.git import Git
+from promotion.config import Project
+from promotion.errors import RolloutError
+from promotion.records import RecordStore, verify_record
+from promotion.rollout import Context, Phase, StateStore, start, tick
+from promotion.rollout.controller import run
+from promotion.rollout.state import EventLog
+from tests.unit.rollout.conftest import Clock, RouterDouble, SimulatedService, files_in_head, git_log
+
+HEALTHY = (0.01, 2.0)
+
+
+def _setup(repo, registry, behaviour, *, gates=None, per_tick=400):
+    reg, digests = registry
+    reg.set_alias("fraud-detector", "prod", 1)
+    set_model(repo / "environments" / "prod.yaml", 2, digests[2])
+    Git(repo).commit("propose prod v2", ["environments/prod.yaml"])
+    project = Project(repo)
+    env = project.environment("prod")
+    policy = project.policy_for(env)
+    router, clock = RouterDouble(), Clock()
+    router.set_routing({1: 100.0}, {1: digests[1]})
+    service = SimulatedService(router, behaviour, per_tick=per_tick, clock=clock)
+    store = StateStore(repo, "prod")
+    ctx = Context(project=project, env=env, policy=policy, registry=reg, traffic=router, metrics=service,
+                  store=store, events=EventLog(store.events_path), clock=clock,
+                  gates=gates or (lambda ctx, st: [{"name": "metrics.f1", "gate": "metrics", "value": 0.8,
+                                                    "threshold": ">= 0.7", "verdict": "pass", "message": "ok"}]))
+    return ctx, router, service, clock
+
+
+def _tick_until(ctx, st, phases, limit=200):
+    for _ in range(limit):
+        if st.phase in phases:
+            return st
+        st = tick(ctx, st)
+    raise AssertionError(f"stuck in {st.phase}")
+
+
+def test_healthy_canary_walks_5_25_100_then_promotes(repo, registry):
+    ctx, router, _, _ = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
+    st = start(ctx)
+    assert st.phase is Phase.PENDING and (st.champion, st.canary) == (1, 2)
+    seen = []
+    while not st.phase.completed:
+        st = tick(ctx, st)
+        seen.append((st.phase, router.weights().get(2, 0.0)))
+        assert len(seen) < 300
+    # traffic moved only through the policy's steps, in order
+    canary_weights = [w for _, w in seen]
+    assert sorted(set(canary_weights)) == [5.0, 25.0, 100.0]
+    assert canary_weights == sorted(canary_weights)
+    assert st.phase is Phase.PROMOTED
+    assert router.weights() == {2: 100.0}
+    reg = ctx.registry
+    assert reg.alias("fraud-detector", "prod") == 2 and reg.previous("fraud-detector", "prod") == 1
+    record = verify_record(repo / st.record_path if not st.record_path.startswith("/") else st.record_path, repo)
+    assert record.action == "promote" and record.version == 2
+    assert [s["weight"] for s in record.predicate["steps"]] == [5.0, 25.0, 100.0]
+    assert record.predicate["rollback_target"] == 1
+    assert git_log(repo)[0] == "promote prod: fraud-detector v2 (was v1)"
+    assert any(f.startswith("environments/records/prod/") for f in files_in_head(repo))
+
+
+def test_error_regression_rolls_back_traffic_first_then_reverts_and_records(repo, registry):
+    ctx, router, _, _ = _setup(repo, registry, {1: HEALTHY, 2: (0.30, 2.0)})
+    st = start(ctx)
+    st = _tick_until(ctx, st, {Phase.ROLLING_BACK})
+    # the very tick that decided already put every request back on the champion
+    assert router.weights() == {1: 100.0}
+    assert st.switch_seconds is not None and st.switch_seconds < 1.0
+    assert "error" in st.reason.lower()
+    st = tick(ctx, st)
+    assert st.phase is Phase.ROLLED_BACK
+    env = Project(repo).environment("prod")
+    assert env.model.version == 1 and env.model.digest == registry[1][1]
+    head = files_in_head(repo)
+    assert "environments/prod.yaml" in head and any(f.startswith("environments/records/prod/") for f in head)
+    assert git_log(repo)[0].startswith("rollback prod: fraud-detector v2 -> v1")
+    record = RecordStore(repo, "prod").latest()
+    assert record.action == "rollback" and record.version == 1
+    assert record.predicate["evidence"]["rejected"]["version"] == 2
+    assert ctx.registry.alias("fraud-detector", "prod") == 1
+
+
+def test_latency_regression_rolls_back(repo, registry):
+    ctx, router, _, _ = _setup(repo, registry, {1: (0.0, 1.0), 2: (0.0, 8.0)})
+    st = _tick_until(ctx, start(ctx), {Phase.ROLLING_BACK, Phase.PROMOTED})
+    assert st.phase is Phase.ROLLING_BACK and "latency" in st.reason.lower()
+    assert router.weights() == {1: 100.0}
+
+
+def test_no_traffic_is_inconclusive_and_rolls_back_at_the_deadline(repo, registry):
+    ctx, router, service, clock = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY}, per_tick=0)
+    st = tick(ctx, start(ctx))
+    assert st.phase is Phase.PROGRESSING and router.weights()[2] == 5.0
+    for _ in range(5):
+        st = tick(ctx, st)
+        assert st.phase is Phase.PROGRESSING and st.step == 0  # never advances on no data
+    clock.advance(ctx.policy.steps[0].max_s)
+    st = tick(ctx, st)
+    assert st.phase is Phase.ROLLING_BACK and "undecided" in st.reason
+    assert router.weights() == {1: 100.0}
+
+
+def test_metrics_outage_never_advances_and_rolls_back_past_deadline(repo, registry):
+    ctx, router, service, clock = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
+    st = tick(ctx, start(ctx))
+    service.online = False
+    st = tick(ctx, st)
+    assert st.phase is Phase.PROGRESSING and st.step == 0
+    clock.advance(ctx.policy.steps[0].max_s + 1)
+    st = tick(ctx, st)
+    assert st.phase is Phase.ROLLING_BACK and "cannot measure" in st.reason
+
+
+def test_gates_blocking_at_rollout_reject_without_moving_traffic(repo, registry):
+    blocked = lambda ctx, st: [{"name": "approvals", "gate": "approvals", "value": 0, "threshold": ">= 2",
+                                "verdict": "block", "message": "0 of 2 approvals"}]
+    ctx, router, _, _ = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY}, gates=blocked)
+    st = tick(ctx, start(ctx))
+    assert st.phase is Phase.ROLLING_BACK and router.history == [{1: 100.0}]
+    st = tick(ctx, st)
+    assert st.phase is Phase.ROLLED_BACK
+    assert RecordStore(repo, "prod").latest().action == "reject"
+    assert Project(repo).environment("prod").model.version == 1
+
+
+def test_resume_after_every_tick_converges(repo, registry):
+    """A fresh controller that loads the saved state after any tick finishes the job."""
+    ctx, router, service, clock = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
+    st = start(ctx)
+    n = 0
+    while not st.phase.completed:
+        st = tick(ctx, st)
+        n += 1
+        # a new process: state only from disk
+        resumed = start(Context(**{**ctx.__dict__}))
+        if resumed is not None:
+            assert resumed.to_dict() == st.to_dict()
+            st = resumed
+    assert st.phase is Phase.PROMOTED and n > 3
+
+
+def test_operator_stop_aborts_and_changes_nothing_more(repo, registry):
+    ctx, router, _, _ = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
+    st = tick(ctx, start(ctx))
+    ctx.store.request_stop("on-call rollback")
+    before = list(router.history)
+    st = tick(ctx, st)
+    assert st.phase is Phase.ABORTED and router.history == before
+
+
+def test_only_one_rollout_per_environment(repo, registry):
+    ctx, _, _, _ = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
+    ctx.store.acquire()
+    try:
+        with pytest.raises(RolloutError, match="already running"):
+            run(Context(**{**ctx.__dict__, "store": StateStore(repo, "prod")}))
+    finally:
+        ctx.store.release()
+
+
+def test_nothing_to_do_when_alias_already_holds_the_version(repo, registry):
+    ctx, router, _, _ = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
+    ctx.registry.set_alias("fraud-detector", "prod", 2)
+    assert start(ctx) is None
