@@ -17,7 +17,7 @@ import sys
 from promotion.errors import ConfigError, Error, UsageError
 
 COMMANDS = (
-    "validate", "gate", "propose", "rollout", "rollback", "promote", "verify", "keys",
+    "validate", "gate", "approve", "propose", "rollout", "rollback", "verify", "keys",
     "audit", "status", "reconcile", "serve", "github", "demo",
 )
 

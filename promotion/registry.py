@@ -183,11 +183,14 @@ class Registry:
 
             tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=_mkdir(base / name)))
             try:
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp), tracking_uri=self.uri)
+                # resolve models:/ through this registry, not whatever the process default is
+                source = self.client.get_model_version_download_uri(name, str(version))
+                got = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp), tracking_uri=self.uri))
+                if not (got / "MLmodel").is_file():
+                    raise RegistryError(f"model {name} version {version}: the artifact at {source} holds no MLmodel file")
                 if dest.exists():
                     shutil.rmtree(dest)
-                os.replace(tmp, dest)  # atomic: a half-downloaded artifact is never used
+                os.replace(got, dest)  # atomic: a half-downloaded artifact is never used
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return dest

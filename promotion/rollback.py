@@ -53,7 +53,7 @@ def choose_target(store, model: str, current: int, to: int | None) -> tuple[int,
     return int(to), record.predicate["model"]["digest"]
 
 
-def rollback(project: Project, env_name: str, *, reason: str, to: int | None = None, push: bool = False,
+def rollback(project: Project, env_name: str, *, reason: str, to: int | None = None,
              traffic=None, registry=None, signer=None, log=print) -> RollbackResult:
     """Roll ``env_name`` back; see the module docstring."""
     from promotion.records import RecordStore, record_related_paths, write_record
@@ -123,10 +123,6 @@ def rollback(project: Project, env_name: str, *, reason: str, to: int | None = N
         git("add", "--", *sorted({str(p.resolve().relative_to(project.root.resolve())) for p in paths if p.exists()}))
         result.commit = git.commit(f"rollback {env.name}: {env.model.name} v{current} -> v{target}: {reason}"[:300], [])
         result.record_path = str(path)
-        if push:
-            from promotion.rollout.actions import push as git_push
-
-            git_push(project.root)
         events.emit("manual_rollback_done", env=env.name, target=target, record=str(path), commit=result.commit)
         return result
     finally:

@@ -11,7 +11,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("env", help="environment name")
     parser.add_argument("--to", type=int, metavar="VERSION", help="a version with a valid promotion record here")
     parser.add_argument("--reason", required=True, help="why; stored in the signed record")
-    parser.add_argument("--push", action="store_true", help="push the commit to origin (CI)")
     parser.add_argument("--json", action="store_true")
 
 
@@ -19,7 +18,7 @@ def run(args) -> int:
     from promotion.rollback import rollback
 
     proj = project(args)
-    result = rollback(proj, args.env, reason=args.reason, to=args.to, push=args.push,
+    result = rollback(proj, args.env, reason=args.reason, to=args.to,
                       log=(lambda *_: None) if args.json else print)
     if args.json:
         emit_json(result.to_dict())

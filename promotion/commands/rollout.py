@@ -13,7 +13,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("env", help="environment name (environments/<env>.yaml)")
     parser.add_argument("--json", action="store_true", help="print the final state as JSON")
     parser.add_argument("--events", metavar="FILE", help="also append JSON-lines events to FILE")
-    parser.add_argument("--push", action="store_true", help="push the record commit to origin (CI)")
     parser.add_argument("--max-seconds", type=float, default=None, help="give up (resumably) after this long")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -24,7 +23,7 @@ def run(args) -> int:
     from promotion.rollout.report import event_line, summary_markdown
 
     proj = project(args)
-    ctx = Context.build(proj, args.env, events_file=args.events, push=args.push)
+    ctx = Context.build(proj, args.env, events_file=args.events)
     if not args.quiet:
         def show(st, entry):
             line = event_line(entry)

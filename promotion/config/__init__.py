@@ -273,7 +273,8 @@ class Project:
         return self.root / ENV_DIR / f"{name}.yaml"
 
     def environment_names(self) -> list[str]:
-        return sorted(p.stem for p in (self.root / ENV_DIR).glob("*.yaml"))
+        # environments/ also holds trust.yaml (who may sign records): not an environment
+        return sorted(p.stem for p in (self.root / ENV_DIR).glob("*.yaml") if p.name != "trust.yaml")
 
     def environment(self, name: str) -> Environment:
         path = self.environment_path(name)

@@ -31,16 +31,22 @@ def head_commit(ctx: "Context") -> str | None:
 
 def pre_rollout_checks(ctx: "Context", st: "RolloutState") -> list[dict]:
     """Re-run the policy's gates on the merged state: a merge that bypassed them is rejected."""
+    from promotion._internal.paths import state_dir
     from promotion.gates import run_gates
+    from promotion.github.approvals import source_for_rollout
 
-    report = run_gates(ctx.project, ctx.env, ctx.policy, registry=ctx.registry, stage="rollout")
-    return [c.to_dict() for c in report.checks]
+    approvals = source_for_rollout(root=ctx.project.root, state=state_dir(ctx.project.root))
+    report = run_gates(ctx.project, ctx.env.name, registry=ctx.registry, approvals=approvals)
+    ctx.gate_report = report
+    return [{**c.to_dict(), "verdict": c.verdict.value.lower()} for c in report.checks]
 
 
-def approvers_from(checks: list[dict]) -> list[dict]:
-    for c in checks:
-        if c.get("gate") == "approvals" and isinstance(c.get("details"), dict):
-            return list(c["details"].get("approvers", []))
+def approvers_from(ctx: "Context") -> list[dict]:
+    """Who approved, with the commit each approved (from the approvals gate's details)."""
+    report = getattr(ctx, "gate_report", None)
+    for result in getattr(report, "results", ()):
+        if result.gate == "approvals":
+            return [dict(a) for a in (result.details or {}).get("approvers", [])]
     return []
 
 
@@ -94,21 +100,8 @@ def _commit(ctx: "Context", st: "RolloutState", message: str, paths: list[Path])
     git("add", "--", *rel)
     if not git("diff", "--cached", "--name-only").strip():
         return st.commit  # already committed by an earlier, interrupted run
-    sha = git.commit(message, [], author=os.environ.get("PROMOTION_GIT_AUTHOR"))
-    if ctx.push:
-        push(ctx.project.root)
-    return sha
-
-
-def push(root: Path) -> None:
-    """Push the current branch, rebasing over commits that landed meanwhile."""
-    git = Git(root)
-    branch = git.current_branch()
-    for _ in range(3):
-        if git("push", "origin", f"HEAD:{branch}", check=False) == "" and git("status", "-sb").find("ahead") < 0:
-            return
-        git("pull", "--rebase", "origin", branch, check=False)
-    git("push", "origin", f"HEAD:{branch}")
+    # pushing is a separate step (`promotion github push`), with a token this never sees
+    return git.commit(message, [])
 
 
 def finish_promotion(ctx: "Context", st: "RolloutState") -> None:

@@ -32,7 +32,7 @@ from promotion.rollout.phases import Phase
 from promotion.rollout.schedule import shadow_phase, steps_for
 from promotion.rollout.state import EventLog, RolloutState, StateStore
 
-APPLY_TIMEOUT_S = 5.0
+APPLY_TIMEOUT_S = 60.0  # a worker may have to download and verify a model first
 TIMELINE_MAX = 600
 
 
@@ -49,13 +49,13 @@ class Context:
     store: StateStore
     events: EventLog
     clock: Callable[[], float] = time.time
-    push: bool = False
     signer: Any = None
     gates: Callable[["Context", RolloutState], list[dict]] | None = None  # default: the policy's gates
+    gate_report: Any = None
     listeners: list[Callable[[RolloutState, dict], None]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, project: Project, env_name: str, *, events_file=None, push: bool = False) -> "Context":
+    def build(cls, project: Project, env_name: str, *, events_file=None) -> "Context":
         env = project.environment(env_name)  # bad input fails before anything heavy loads
         policy = project.policy_for(env)
 
@@ -67,7 +67,7 @@ class Context:
             project=project, env=env, policy=policy,
             registry=Registry.for_root(project.root, env.tracking_uri),
             traffic=backend_for(env), metrics=provider_for(env), store=store,
-            events=EventLog(store.events_path, events_file), push=push,
+            events=EventLog(store.events_path, events_file),
         )
 
     def emit(self, st: RolloutState, event: str, **fields) -> None:
@@ -105,6 +105,8 @@ def start(ctx: Context) -> RolloutState | None:
             ctx.emit(saved, "superseded", desired=ctx.env.model.version)
             return _begin_rollback(ctx, saved, f"desired version changed to v{ctx.env.model.version} during the rollout")
         ctx.emit(saved, "resumed", step=saved.step)
+        _reassert(ctx, saved)
+        ctx.store.save(saved)
         return saved
     st = plan(ctx)
     if st is None:
@@ -147,23 +149,24 @@ def tick(ctx: Context, st: RolloutState) -> RolloutState:
 def _pending(ctx: Context, st: RolloutState) -> None:
     checks = (ctx.gates or actions.pre_rollout_checks)(ctx, st)
     st.checks = checks
-    st.approvers = actions.approvers_from(checks)
+    st.approvers = actions.approvers_from(ctx)
     blocked = [c for c in checks if c.get("verdict") != "pass"]
     if blocked:
         _reject(ctx, st, "gates block at rollout time: " + "; ".join(f"{c['name']}: {c.get('message', '')}" for c in blocked))
         return
     if st.champion is None:
         # first deployment: nothing to compare with, so serve it and record that plainly
-        _set_routes(ctx, st, {st.canary: 100.0})
-        st.weight = 100.0
-        st.phase = Phase.PROMOTING
+        st.weight, st.phase = 100.0, Phase.PROMOTING
         st.reason = "initial deployment: no champion to compare with"
+        ctx.store.save(st)
+        _set_routes(ctx, st, {st.canary: 100.0})
         ctx.emit(st, "bootstrap", version=st.canary)
         return
     shadow = shadow_phase(ctx.policy)
     if shadow:
-        _set_routes(ctx, st, {st.champion: 100.0}, shadow={"version": st.canary, "percent": shadow["percent"], "digest": st.canary_digest})
         st.phase, st.step = Phase.SHADOW, -1
+        ctx.store.save(st)
+        _set_routes(ctx, st, {st.champion: 100.0}, shadow={"version": st.canary, "percent": shadow["percent"], "digest": st.canary_digest})
         _begin_window(ctx, st)
         ctx.emit(st, "shadow_started", percent=shadow["percent"])
         return
@@ -260,14 +263,34 @@ def _begin_window(ctx: Context, st: RolloutState) -> None:
     st.step_started_at = ctx.clock()
 
 
-def _enter_step(ctx: Context, st: RolloutState, index: int) -> None:
-    step = steps_for(ctx.policy)[index]
-    w = float(step.weight)
+def _step_routes(st: RolloutState) -> dict[int, float]:
     # the champion stays loaded at weight 0 after the last step, for an instant rollback
-    _set_routes(ctx, st, {st.champion: 100.0 - w, st.canary: w})
-    st.phase, st.step, st.weight = Phase.PROGRESSING, index, w
+    return {st.champion: 100.0 - st.weight, st.canary: st.weight}
+
+
+def _enter_step(ctx: Context, st: RolloutState, index: int) -> None:
+    st.phase, st.step, st.weight = Phase.PROGRESSING, index, float(steps_for(ctx.policy)[index].weight)
+    ctx.store.save(st)  # intent before action: a crash from here re-applies this step's weights
+    _set_routes(ctx, st, _step_routes(st))
     _begin_window(ctx, st)
-    ctx.emit(st, "step_started", step=index, weight=w)
+    ctx.emit(st, "step_started", step=index, weight=st.weight)
+
+
+def _reassert(ctx: Context, st: RolloutState) -> None:
+    """After a crash, make traffic match the saved state again, and measure afresh:
+    what was served between the last save and the crash cannot be attributed."""
+    if st.phase is Phase.PROGRESSING:
+        _set_routes(ctx, st, _step_routes(st))
+        _begin_window(ctx, st)
+    elif st.phase is Phase.SHADOW:
+        shadow = shadow_phase(ctx.policy) or {"percent": 100.0}
+        _set_routes(ctx, st, {st.champion: 100.0},
+                    shadow={"version": st.canary, "percent": shadow["percent"], "digest": st.canary_digest})
+        _begin_window(ctx, st)
+    elif st.phase is Phase.ROLLING_BACK and st.champion is not None:
+        _set_routes(ctx, st, {st.champion: 100.0})
+    elif st.phase is Phase.PROMOTING:
+        _set_routes(ctx, st, {st.canary: 100.0} if st.champion is None else {st.champion: 0.0, st.canary: 100.0})
 
 
 def _begin_rollback(ctx: Context, st: RolloutState, reason: str, evidence: dict | None = None) -> RolloutState:

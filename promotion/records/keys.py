@@ -1,0 +1,136 @@
+"""Local ed25519 signing keys: where they live, how they are created, registered, rotated.
+
+The private key is read from ``$PROMOTION_SIGNING_KEY`` (PEM text) or the file
+``<state>/keys/signing.key`` (state: ``$PROMOTION_STATE`` or ``<root>/.promotion``). Its
+public half is committed as ``environments/records/keys/<keyid>.pub`` and listed in
+``environments/trust.yaml``. Rotation retires the old key (``retired_at``) instead of
+deleting it, so records it signed while valid keep verifying.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from promotion.errors import BadInput, RecordError
+
+ENV_VAR = "PROMOTION_SIGNING_KEY"
+
+
+def private_key_path(root: str | Path) -> Path:
+    from promotion._internal.paths import state_dir
+
+    return state_dir(root) / "keys" / "signing.key"
+
+
+def public_key_relpath(keyid: str) -> str:
+    from promotion.records.trust import KEYS_DIR
+
+    return f"{KEYS_DIR}/{keyid}.pub"
+
+
+def _signer_from_pem(pem: bytes, source: str):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from securesystemslib.signer import CryptoSigner
+
+    try:
+        private = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise RecordError(f"{source}: not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise RecordError(f"{source}: signing keys must be ed25519")
+    return CryptoSigner(private)
+
+
+def load_signing_key(root: str | Path, *, create: bool = True):
+    """``(CryptoSigner, source, created)``; creates the key file when none exists and ``create``."""
+    pem = os.environ.get(ENV_VAR)
+    if pem:
+        return _signer_from_pem(pem.encode(), f"${ENV_VAR}"), f"${ENV_VAR}", False
+    path = private_key_path(root)
+    if path.exists():
+        return _signer_from_pem(path.read_bytes(), str(path)), str(path), False
+    if not create:
+        raise RecordError(f"no signing key: set ${ENV_VAR} or run `promotion keys create` (looked for {path})")
+    return generate(root), str(path), True
+
+
+def generate(root: str | Path, *, replace: bool = False):
+    """Create a new ed25519 key in the key file (mode 0600) and return its CryptoSigner."""
+    from cryptography.hazmat.primitives import serialization
+    from securesystemslib.signer import CryptoSigner
+
+    path = private_key_path(root)
+    if path.exists() and not replace:
+        raise BadInput(f"{path} already exists; use `promotion keys rotate` to replace it")
+    signer = CryptoSigner.generate_ed25519()
+    pem = signer._private_key.private_bytes(  # the public API offers only the pyca object
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    os.replace(tmp, path)
+    return signer
+
+
+def public_pem(signer) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return signer.public_key._crypto_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def register(root: str | Path, signer, *, valid_from: datetime | None = None) -> list[Path]:
+    """Commit-ready: write the public key file and add it to the trust file if missing.
+
+    Returns the paths written (empty when the key was already trusted). A retired key
+    raises :class:`RecordError`: it must not sign again.
+    """
+    from promotion.records.store import atomic_write
+    from promotion.records.trust import Trust, TrustedKey
+
+    root = Path(root)
+    trust = Trust.load(root)
+    keyid = signer.public_key.keyid
+    known = trust.keys.get(keyid)
+    if known is not None:
+        if known.retired_at is not None:
+            raise RecordError(f"signing key {keyid[:12]} was retired at {known.retired_at.isoformat()}; "
+                              "it can no longer sign (run `promotion keys rotate`)")
+        return []
+    rel = public_key_relpath(keyid)
+    atomic_write(root / rel, public_pem(signer))
+    trust.keys[keyid] = TrustedKey(keyid, rel, valid_from or datetime.now(timezone.utc), None, signer.public_key)
+    return [root / rel, trust.save(root)]
+
+
+def rotate(root: str | Path) -> tuple[list[str], object, list[Path]]:
+    """Retire every active key, create and register a new one.
+
+    Returns ``(retired keyids, new CryptoSigner, paths written)``.
+    """
+    from promotion.records.trust import Trust, TrustedKey
+
+    if os.environ.get(ENV_VAR):
+        raise BadInput(f"${ENV_VAR} is set; rotate by generating a key with `promotion keys create` "
+                       f"elsewhere and updating the secret, or unset it to rotate the key file")
+    root = Path(root)
+    now = datetime.now(timezone.utc)
+    trust = Trust.load(root)
+    retired = []
+    for key in trust.active_keys():
+        trust.keys[key.keyid] = TrustedKey(key.keyid, key.public_key, key.valid_from, now, key.key)
+        retired.append(key.keyid)
+    path = private_key_path(root)
+    if path.exists():
+        # keep the retired private key beside the new one rather than destroying evidence
+        old = _signer_from_pem(path.read_bytes(), str(path))
+        os.replace(path, path.with_name(f"retired-{old.public_key.keyid[:16]}.key"))
+    trust.save(root)
+    signer = generate(root)
+    paths = register(root, signer, valid_from=now)
+    return retired, signer, paths or [root / "environments" / "trust.yaml"]

@@ -1,0 +1,45 @@
+"""A plain single-model BentoML service: the yardstick for the router's overhead.
+
+Same HTTP contract and I/O handling as :mod:`services.router.service`, but one fixed
+version and no routing, metrics, shadow or inference log. ``bench/router_overhead.py``
+runs it side by side with the router. Configured by ``PROMOTION_SERVICE_STATE``,
+``MLFLOW_TRACKING_URI``, ``PROMOTION_MODEL_NAME``, ``PROMOTION_PLAIN_VERSION`` and
+``PROMOTION_PLAIN_DIGEST``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing as t
+from pathlib import Path
+
+import bentoml
+from starlette.responses import Response
+
+WORKERS = int(os.environ.get("PROMOTION_WORKERS", "2"))
+
+
+@bentoml.service(name="promotion_plain", workers=WORKERS, traffic={"timeout": 60})
+class Plain:
+    def __init__(self) -> None:
+        from promotion.registry import Registry
+        from services.router import models
+
+        self.model = models.load(Registry(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")),
+                                 os.environ.get("PROMOTION_MODEL_NAME", "fraud-detector"),
+                                 int(os.environ["PROMOTION_PLAIN_VERSION"]), os.environ["PROMOTION_PLAIN_DIGEST"],
+                                 Path(os.environ["PROMOTION_SERVICE_STATE"]) / "artifacts")
+
+    @bentoml.api(route="/predict")
+    async def predict(self, ctx: bentoml.Context, features: t.Optional[t.Dict[str, t.Any]] = None) -> dict:
+        from services.router.models import InputError
+
+        try:
+            score = self.model.predict(self.model.row(features))
+        except InputError as exc:
+            ctx.response.status_code = 400
+            return Response(json.dumps({"error": {"kind": "input", "message": str(exc)}}), status_code=400,
+                            media_type="application/json")
+        body = {"version": self.model.version, "score": score, "label": int(score >= self.model.threshold)}
+        return Response(json.dumps(body), media_type="application/json")

@@ -1,0 +1,186 @@
+"""Start and stop the router (or the plain baseline) as a child process.
+
+For tests, the demo, the rollout controller and benches::
+
+    from services.router.process import start_service
+    svc = start_service(port=3010, state_dir="/tmp/svc", tracking_uri="sqlite:////tmp/r/mlflow.db",
+                        token="s3cret", workers=2)
+    try:
+        requests.post(svc.url + "/predict", json={"features": {...}})
+    finally:
+        svc.stop()
+
+``bentoml serve`` runs in a new session (its own process group) so that :meth:`ServiceProcess.stop`
+can end exactly the group it created: the server and its workers, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from promotion.errors import ServiceError
+
+ROUTER = "services.router.service:Router"
+PLAIN = "services.router.plain:Plain"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (bind to port 0)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def bentoml_command(target: str, host: str, port: int) -> list[str]:
+    """The ``bentoml serve`` command line (no shell), using this interpreter's bentoml."""
+    exe = Path(sys.executable).with_name("bentoml")
+    base = [str(exe)] if exe.exists() else [shutil.which("bentoml") or "bentoml"]
+    return [*base, "serve", target, "--host", host, "--port", str(port), "--working-dir", str(REPO_ROOT)]
+
+
+def service_env(state_dir: str | Path, tracking_uri: str | None, token: str | None, workers: int = 2,
+                model_name: str = "fraud-detector", initial_routes: str | None = None,
+                routing_key_header: str = "X-Routing-Key", env_extra: dict[str, str] | None = None,
+                base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment the service reads (see docs/service.md)."""
+    state = Path(state_dir).resolve()
+    env = dict(os.environ if base is None else base)
+    for key in ("PROMOTION_ADMIN_TOKEN", "PROMOTION_INITIAL_ROUTES"):
+        env.pop(key, None)  # never inherited by accident
+    env.update({
+        "PROMOTION_SERVICE_STATE": str(state),
+        "PROMOTION_MODEL_NAME": model_name,
+        "PROMOTION_WORKERS": str(workers),
+        "PROMOTION_ROUTING_KEY_HEADER": routing_key_header,
+        "BENTOML_HOME": str(state / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
+    })
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    if token:
+        env["PROMOTION_ADMIN_TOKEN"] = token
+    if initial_routes:
+        env["PROMOTION_INITIAL_ROUTES"] = initial_routes
+    env.update(env_extra or {})
+    return env
+
+
+@dataclass
+class ServiceProcess:
+    """A running ``bentoml serve``; :meth:`stop` ends its process group."""
+
+    proc: subprocess.Popen
+    url: str
+    state_dir: Path
+    log_path: Path
+    workers: int
+    _log: object = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_up(self, timeout_s: float = 90.0, ready: bool = True) -> None:
+        """Wait until every worker answers: /readyz (or /healthz) and one heartbeat per worker."""
+        import requests
+
+        deadline = time.monotonic() + timeout_s
+        probe = "/readyz" if ready else "/healthz"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceError(f"service exited with code {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(self.url + probe, timeout=2).status_code == 200:
+                    view = requests.get(self.url + "/admin/routing", timeout=2).json()
+                    beats = view.get("workers", [])
+                    if len(beats) >= self.workers and (not ready or all(b.get("ready") for b in beats)):
+                        return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.2)
+        raise ServiceError(f"service at {self.url} not up after {timeout_s:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Terminate the process group this object created, then reap it."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        # workers that outlived the arbiter still belong to the group we created
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def start_service(port: int, state_dir: str | Path, tracking_uri: str | None, token: str | None,
+                  workers: int = 2, env_extra: dict[str, str] | None = None, *, host: str = "127.0.0.1",
+                  initial_routes: str | None = None, model_name: str = "fraud-detector",
+                  target: str = ROUTER, wait: bool = True, ready: bool = True,
+                  timeout_s: float = 90.0) -> ServiceProcess:
+    """Start ``bentoml serve`` for the router (default) or the plain baseline.
+
+    Output goes to ``<state_dir>/service.log``. With ``wait`` it returns once the service
+    answers and every worker reports (``ready``: with its routing applied).
+    """
+    state = Path(state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    env = service_env(state, tracking_uri, token, workers, model_name, initial_routes, env_extra=env_extra)
+    log_path = state / "service.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(bentoml_command(target, host, port), env=env, cwd=str(REPO_ROOT),
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    svc = ServiceProcess(proc=proc, url=f"http://{host}:{port}", state_dir=state, log_path=log_path,
+                         workers=workers, _log=log)
+    if wait:
+        try:
+            if target == ROUTER:
+                svc.wait_up(timeout_s, ready=ready)
+            else:
+                _wait_http(svc, "/readyz", timeout_s)
+        except BaseException:
+            svc.stop()
+            raise
+    return svc
+
+
+def _wait_http(svc: ServiceProcess, path: str, timeout_s: float) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if svc.proc.poll() is not None:
+            raise ServiceError(f"service exited with code {svc.proc.returncode}:\n{svc.log_tail()}")
+        try:
+            if requests.get(svc.url + path, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise ServiceError(f"service at {svc.url} not up after {timeout_s:.0f}s:\n{svc.log_tail()}")

@@ -1,0 +1,374 @@
+"""One serving worker's routing, independent of the HTTP framework.
+
+A :class:`Worker` lives in each BentoML worker process. It applies the shared routing
+state (``<state>/routing.json``) as soon as it changes: every request re-checks the file
+with one ``stat`` (mtime, inode, size) and a background thread does the same every
+``poll_s`` so idle workers apply too. A state that names a version this worker has not
+loaded is applied only after that version is fetched, its digest verified and the model
+loaded (in the background); until then the previous routing keeps serving.
+
+``handle_predict`` and ``handle_set_routing`` return ``(status, body)`` pairs that the
+service turns into HTTP responses.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from services.router import heartbeats, routing
+from services.router import models as model_loading
+from services.router.inference_log import InferenceLog
+from services.router.models import DigestMismatch, InputError, LoadedModel, LoadError
+from services.router.routing import RouteTable, RoutingInputError, RoutingState
+
+# A child of "bentoml" so that lines reach the server log under BentoML's logging config.
+log = logging.getLogger("bentoml.promotion_router")
+
+SWITCH_INTERVAL_S = 0.0005
+RETRY_S = 5.0  # how long a version that failed to load is left alone before retrying
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the worker serves right now: immutable, swapped as a whole."""
+
+    state: RoutingState
+    table: RouteTable
+    models: dict[int, LoadedModel]
+    shadow: LoadedModel | None
+    shadow_fraction: float
+
+    @property
+    def generation(self) -> int:
+        return self.state.generation
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"error": {"kind": kind, "message": message}}
+
+
+class Worker:
+    """Routing, model loading and admin handling for one worker process."""
+
+    def __init__(self, state_dir: str | Path, model_name: str, registry_factory: Callable[[], Any],
+                 admin_token: str | None, metrics, sample: float = 0.1, initial_routes: str | None = None,
+                 poll_s: float = 0.05, heartbeat_s: float = 1.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = routing.routing_path(self.state_dir)
+        self.cache = self.state_dir / "artifacts"
+        self.model_name = model_name
+        self._registry_factory = registry_factory
+        self._registry = None
+        self._admin_token = admin_token or None
+        self.metrics = metrics
+        self.sample = sample
+        self.initial_routes = initial_routes
+        self.poll_s = poll_s
+        self.heartbeat_s = heartbeat_s
+        self.pid = os.getpid()
+        self.applied: Applied | None = None
+        self.loaded: dict[int, LoadedModel] = {}
+        self.refused: dict[int, str] = {}
+        self.inference_log = InferenceLog(self.state_dir)
+        self._sig: tuple | None | str = "unread"  # None would mean "file absent, already handled"
+        self._pending_sig: tuple | None = None
+        self._failed: tuple[tuple | None, float] = (None, 0.0)
+        self._apply_lock = threading.Lock()
+        self._load_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._beat_due = True
+        self._thread: threading.Thread | None = None
+        self._shadow = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def registry(self):
+        if self._registry is None:
+            self._registry = self._registry_factory()
+        return self._registry
+
+    def start(self) -> None:
+        """Apply the persisted routing (loading its models), then watch for changes."""
+        from services.router.shadow import ShadowMirror
+
+        # The event loop shares the GIL with the admin, watcher and shadow threads. With the
+        # default 5 ms switch interval each GIL hand-off back to a waiting thread can cost up to
+        # 5 ms, which adds up to hundreds of ms for an admin call under load and shows up in
+        # the served path's tail latency when shadowing. A shorter interval bounds both.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self._shadow = ShadowMirror(self.metrics, self.inference_log.write, self.sample)
+        try:
+            self.refresh(allow_load=True)
+        except Exception:  # the thread retries; a worker without routing answers 503
+            log.exception("initial routing could not be applied")
+        self._write_heartbeat()
+        self._thread = threading.Thread(target=self._watch, name="promotion-routing", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._shadow is not None:
+            self._shadow.stop()
+        self.inference_log.close()
+        heartbeats.remove(self.state_dir, self.pid)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def ready(self) -> bool:
+        """Serving: a routing is applied and every version it names is loaded."""
+        return self.applied is not None
+
+    def _watch(self) -> None:
+        last_beat = last_flush = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            try:
+                self.refresh(allow_load=True)
+            except Exception:
+                log.exception("routing refresh failed")
+            now = time.monotonic()
+            if self._beat_due or now - last_beat >= self.heartbeat_s:
+                self._write_heartbeat()
+                last_beat = now
+            if now - last_flush >= 1.0:
+                self.inference_log.flush()
+                last_flush = now
+
+    def _write_heartbeat(self) -> None:
+        self._beat_due = False
+        applied = self.applied
+        try:
+            heartbeats.write(self.state_dir, self.pid, applied.generation if applied else 0,
+                             list(self.loaded), applied is not None, dict(self.refused))
+        except OSError:
+            log.exception("cannot write heartbeat")
+
+    # -- applying routing --------------------------------------------------------------
+
+    def maybe_refresh(self) -> None:
+        """The per-request check: one stat; re-read and apply only when the file changed."""
+        sig = routing.signature(self.path)
+        if sig != self._sig and sig != self._pending_sig:
+            self.refresh(allow_load=False)
+
+    def refresh(self, allow_load: bool) -> None:
+        sig = routing.signature(self.path)
+        if sig == self._sig:
+            return
+        if sig is None:
+            if allow_load and self.initial_routes:
+                self._initialise()
+            return
+        if not allow_load and sig == self._pending_sig:
+            return
+        failed_sig, failed_at = self._failed
+        if allow_load and sig == failed_sig and time.monotonic() - failed_at < RETRY_S:
+            return
+        try:
+            state = routing.load(self.state_dir)
+        except (OSError, ValueError) as exc:  # includes RoutingInputError: a hand-broken file
+            log.error("routing file unreadable, keeping current routing: %s", exc)
+            self._sig = sig
+            return
+        if state is None:
+            return
+        missing = {v: d for v, d in state.versions().items()
+                   if v not in self.loaded or self.loaded[v].digest != d}
+        if missing:
+            if not allow_load:
+                self._pending_sig = sig
+                self._wake.set()
+                return
+            try:
+                for v, d in sorted(missing.items()):
+                    self.load_version(v, d)
+            except LoadError as exc:
+                log.error("routing generation %s not applied: %s", state.generation, exc)
+                self._failed = (sig, time.monotonic())
+                self._beat_due = True
+                return
+        self._apply(state, sig, blocking=allow_load)
+
+    def _apply(self, state: RoutingState, sig: tuple, blocking: bool) -> None:
+        if not self._apply_lock.acquire(blocking=blocking):
+            return  # another thread is applying; the next request re-checks
+        try:
+            current = self.applied
+            if current is not None and current.generation >= state.generation:
+                self._sig = sig
+                return
+            loaded = dict(self.loaded)
+            needed = state.versions()
+            if any(v not in loaded or loaded[v].digest != d for v, d in needed.items()):
+                return  # evicted meanwhile; the background thread reloads
+            applied = Applied(
+                state=state, table=RouteTable(state.routes),
+                models={v: loaded[v] for v in state.routes},
+                shadow=loaded[state.shadow.version] if state.shadow else None,
+                shadow_fraction=(state.shadow.percent / 100.0) if state.shadow else 0.0,
+            )
+            self.applied = applied
+            self._sig = sig
+            self._pending_sig = None
+            keep = set(needed) | (set(current.state.versions()) if current else set())
+            with self._load_lock:
+                self.loaded = {v: m for v, m in self.loaded.items() if v in keep}
+            self._beat_due = True
+            self._wake.set()
+            log.info("applied routing generation %s: %s shadow=%s", state.generation, state.routes,
+                     state.shadow.version if state.shadow else None)
+        finally:
+            self._apply_lock.release()
+
+    def load_version(self, version: int, digest: str) -> LoadedModel:
+        """Fetch, verify and load one version (no-op if loaded with that digest)."""
+        with self._load_lock:
+            m = self.loaded.get(version)
+            if m is not None and m.digest == digest:
+                return m
+            try:
+                m = model_loading.load(self.registry, self.model_name, version, digest, self.cache)
+            except DigestMismatch as exc:
+                self.refused[version] = str(exc)
+                self._beat_due = True
+                raise
+            self.refused.pop(version, None)
+            self.loaded = {**self.loaded, version: m}
+            return m
+
+    def _initialise(self) -> None:
+        """First start without routing.json: verify PROMOTION_INITIAL_ROUTES, then persist it."""
+        try:
+            state = routing.parse_request(json.loads(self.initial_routes), model=self.model_name)
+        except (ValueError, RoutingInputError) as exc:
+            log.error("PROMOTION_INITIAL_ROUTES is invalid, not serving: %s", exc)
+            self.initial_routes = None
+            return
+        try:
+            for v, d in sorted(state.versions().items()):
+                self.load_version(v, d)
+        except LoadError as exc:
+            log.error("initial routes not applied: %s", exc)
+            if isinstance(exc, DigestMismatch):
+                self.initial_routes = None  # refused for good; an admin call must set routing
+            return
+        routing.commit(self.state_dir, state, if_absent=True)
+
+    # -- request handling ---------------------------------------------------------------
+
+    def handle_predict(self, features: Any, key: str | None) -> tuple[int, dict, int]:
+        """Route and predict one request: ``(status, body, generation)``."""
+        t0 = time.perf_counter()
+        self.maybe_refresh()
+        applied = self.applied
+        m = self.metrics
+        if applied is None:
+            m.child(m.errors, "none", "unavailable").inc()
+            return 503, _error("unavailable", "no routing applied yet (see GET /admin/routing)"), 0
+        version = applied.table.pick(routing.bucket(key) if key else random.random() * 100.0)
+        model = applied.models[version]
+        v = str(version)
+        try:
+            row = model.row(features)
+            score = model.predict(row)
+        except InputError as exc:
+            return self._failed_request(v, "input", 400, str(exc), t0, applied.generation)
+        except Exception as exc:
+            log.exception("version %s failed to predict", version)
+            return self._failed_request(v, "predict", 500, f"version {version} failed to predict: "
+                                        f"{exc.__class__.__name__}", t0, applied.generation)
+        label = 1 if score >= model.threshold else 0
+        m.child(m.requests, v).inc()
+        m.child(m.latency, v).observe(time.perf_counter() - t0)
+        if applied.shadow is not None and (applied.shadow_fraction >= 1.0 or random.random() < applied.shadow_fraction):
+            self._shadow.offer(applied.shadow, row, features, label)
+        if self.sample > 0 and random.random() < self.sample:
+            self.inference_log.write(version, features, score, label)
+        return 200, {"version": version, "score": score, "label": label}, applied.generation
+
+    def _failed_request(self, v: str, kind: str, status: int, message: str, t0: float, generation: int):
+        m = self.metrics
+        m.child(m.requests, v).inc()
+        m.child(m.errors, v, kind).inc()
+        m.child(m.latency, v).observe(time.perf_counter() - t0)
+        return status, _error(kind, message), generation
+
+    # -- admin --------------------------------------------------------------------------
+
+    def authorised(self, authorization: str | None) -> tuple[bool, str]:
+        if not self._admin_token:
+            return False, "admin writes are refused: no admin token is configured (PROMOTION_ADMIN_TOKEN)"
+        given = (authorization or "").strip()
+        if not given.lower().startswith("bearer "):
+            return False, "missing bearer token"
+        if not hmac.compare_digest(given[7:].strip().encode(), self._admin_token.encode()):
+            return False, "invalid token"
+        return True, ""
+
+    def handle_set_routing(self, raw: bytes, authorization: str | None) -> tuple[int, dict]:
+        """Validate, verify, persist and apply a routing change; routing is unchanged on any error."""
+        from promotion.errors import RegistryError
+
+        ok, why = self.authorised(authorization)
+        if not ok:
+            return 401, _error("auth", why)
+        try:
+            body = json.loads(raw or b"null")
+            state = routing.parse_request(body, model=self.model_name)
+        except ValueError as exc:  # JSONDecodeError and RoutingInputError
+            msg = str(exc) if isinstance(exc, RoutingInputError) else f"body: not valid JSON ({exc})"
+            return 400, _error("input", msg)
+        needed = state.versions()
+        for v, d in sorted(needed.items()):
+            if v in self.loaded and self.loaded[v].digest == d:
+                continue  # loaded, hence known and verified
+            try:
+                self.registry.version(self.model_name, v)
+            except RegistryError as exc:
+                if "does not exist" in exc.message:
+                    return 400, _error("input", f"unknown version {v} of {self.model_name}")
+                return 503, _error("registry", exc.message)
+        try:
+            for v, d in sorted(needed.items()):
+                self.load_version(v, d)
+        except DigestMismatch as exc:
+            routing.record_refused(self.state_dir, {v: str(exc)})
+            return 409, _error("digest", str(exc))
+        except LoadError as exc:
+            return 503, _error("load", str(exc))
+        if any(str(v) in routing.load_refused(self.state_dir) for v in needed):
+            routing.record_refused(self.state_dir, {}, accepted=needed)
+        saved = routing.commit(self.state_dir, state)
+        self.refresh(allow_load=True)
+        return 200, saved.to_json()
+
+    def routing_view(self) -> dict[str, Any]:
+        """The persisted routing plus what every live worker applies and has loaded."""
+        state = routing.load(self.state_dir)
+        view = state.to_json() if state else {"generation": 0, "model": self.model_name, "routes": {},
+                                              "digests": {}, "shadow": None, "updated_at": None}
+        workers = heartbeats.live(self.state_dir)
+        refused = routing.load_refused(self.state_dir)
+        for beat in workers:
+            refused.update(beat.pop("refused", {}) or {})
+        view["workers"] = workers
+        view["refused"] = refused
+        return view
