@@ -15,7 +15,9 @@ says it is not for production.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -74,8 +76,7 @@ def prepare_workspace(ws: Path, ports: dict[str, int], window: Path) -> None:
     for env in ("dev", "staging", "prod"):
         text = (REPO_ROOT / "environments" / f"{env}.yaml").read_text()
         if env in ports:
-            text = text.replace("127.0.0.1:" + text.split("127.0.0.1:")[1].split("\n")[0].split("/")[0],
-                                f"127.0.0.1:{ports[env]}")
+            text = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{ports[env]}", text)
         text += f"\ndrift:\n  production_window: {window}\n"
         (ws / "environments" / f"{env}.yaml").write_text(text)
     for env in ("dev", "staging", "prod"):
@@ -133,11 +134,14 @@ def run_demo(workspace: str | None = None, keep: bool = True) -> int:
 
 
 def _quiet_logs() -> None:
+    """MLflow logs every table migration and registration at INFO; the story says it better."""
     import logging
     import warnings
 
+    import mlflow  # noqa: F401 - it configures its loggers on import; quieten them after
+
     warnings.filterwarnings("ignore")
-    for name in ("mlflow", "alembic", "urllib3", "bentoml", "git"):
+    for name in ("mlflow", "alembic", "urllib3", "bentoml"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
@@ -160,7 +164,8 @@ def _story(story: Story, ws: Path, services: list, load: list) -> int:
     versions = {}
     for key in ("v1", "v2", "v3"):
         t = time.monotonic()
-        mv = train.register(registry, train.SPECS[key])
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow's "Successfully registered ..." lines
+            mv = train.register(registry, train.SPECS[key])
         versions[key] = mv
         m = mv.metrics
         story.say(f"v{mv.version} ({train.SPECS[key].description}): recall {m['recall']:.3f}  FPR {m['fpr']:.4f}  "
@@ -174,7 +179,7 @@ def _story(story: Story, ws: Path, services: list, load: list) -> int:
             port=ports[env], state_dir=ws / ".promotion" / "service" / env, tracking_uri=registry.uri,
             token=os.environ["PROMOTION_ADMIN_TOKEN"], workers=2, wait=False))
     for svc in services:
-        svc.wait_ready(timeout=120)
+        svc.wait_up(timeout_s=120, ready=False)
     story.say("both services up; no model is routed yet")
 
     rows = production[list(data.FEATURES)].head(4000).to_dict("records")
@@ -187,7 +192,7 @@ def _story(story: Story, ws: Path, services: list, load: list) -> int:
         set_model(ws / "environments" / f"{env}.yaml", v1.version, v1.digest)
     _git(ws, "commit", "-qam", f"Deploy {v1.name} v{v1.version} to staging and prod")
     for env in ("staging", "prod"):
-        _approve(env, v1.version, ["alice", "bob"])
+        _approve(env, ["alice", "bob"])
         if _cli("rollout", env) != 0:
             story.say(f"bootstrap of {env} failed")
             return 1
@@ -217,9 +222,10 @@ def _story(story: Story, ws: Path, services: list, load: list) -> int:
     return 0 if rc == 0 else 1
 
 
-def _approve(env: str, version: int, reviewers: list[str]) -> None:
+def _approve(env: str, reviewers: list[str]) -> None:
+    """Local approvals of the version the environment file proposes (not for production)."""
     for who in reviewers:
-        _cli("approve", env, "--version", str(version), "--by", who)
+        _cli("approve", env, "--by", who)
 
 
 def _promote(story: Story, ws: Path, env: str, version: int, show_block: bool) -> str:
@@ -234,7 +240,7 @@ def _promote(story: Story, ws: Path, env: str, version: int, show_block: bool) -
         story.say("gates before any review:")
         rc = _cli("gate", env)
         story.say(f"-> exit {rc}: blocked, as it must be without approvals")
-    _approve(env, version, ["alice", "bob"] if env == "prod" else ["alice"])
+    _approve(env, ["alice", "bob"] if env == "prod" else ["alice"])
     rc = _cli("gate", env)
     if rc != 0:
         story.say(f"gates blocked v{version} for {env} (exit {rc})")

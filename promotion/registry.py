@@ -87,6 +87,9 @@ class Registry:
         self.artifact_root: str | None = None
         if not uri:
             uri, self.artifact_root = embedded_uri(self.root)
+        elif uri.startswith("sqlite:"):
+            # a database store has no artifact root of its own; never MLflow's ./mlruns
+            self.artifact_root = embedded_uri(self.root)[1]
         self.uri = uri
         self._client = None
 

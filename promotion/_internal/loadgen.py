@@ -27,6 +27,7 @@ class Load:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
+        self._generation = 0
 
     def start(self) -> "Load":
         for i in range(self.threads):
@@ -41,9 +42,13 @@ class Load:
         session = requests.Session()
         interval = self.threads / self.rate
         rng = random.Random(i)
+        seen = self._generation
         rows = itertools.cycle(self.rows[i::self.threads] or self.rows)
         next_at = time.monotonic()
         while not self._stop.is_set():
+            if seen != self._generation:
+                seen = self._generation
+                rows = itertools.cycle(self.rows[i::self.threads] or self.rows)
             body = {"features": next(rows)}
             headers = {self.key_header: f"customer-{rng.randrange(100_000)}"}
             try:
@@ -64,6 +69,11 @@ class Load:
                 self._stop.wait(delay)
             else:
                 next_at = time.monotonic()
+
+    def set_rows(self, rows: list[dict]) -> None:
+        """Send these rows from now on (each client picks up the change at its next request)."""
+        self.rows = rows
+        self._generation += 1
 
     def stop(self) -> None:
         self._stop.set()

@@ -20,13 +20,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def head_commit(ctx: "Context") -> str | None:
-    """The commit whose environment file this rollout acts on (GITHUB_SHA in Actions)."""
-    if os.environ.get("GITHUB_SHA"):
-        return os.environ["GITHUB_SHA"]
+    """The commit that last changed the environment file: what this rollout acts on."""
     try:
-        return Git(ctx.project.root).head()
-    except GitError:
-        return None
+        rel = ctx.env.path.resolve().relative_to(ctx.project.root.resolve()).as_posix()
+        # first parent: the merge that brought the change to this branch, as audit walks it
+        sha = Git(ctx.project.root)("log", "-1", "--first-parent", "--format=%H", "--", rel).strip()
+        return sha or os.environ.get("GITHUB_SHA") or None
+    except (GitError, ValueError):
+        return os.environ.get("GITHUB_SHA") or None
 
 
 def pre_rollout_checks(ctx: "Context", st: "RolloutState") -> list[dict]:

@@ -44,7 +44,9 @@ def event_line(entry: dict) -> str | None:
         return f"promoted  v{entry['version']}; record {entry.get('record')} in commit {str(entry.get('commit'))[:10]}"
     if e == "rolled_back":
         return f"restored  v{entry['version']}; record {entry.get('record')} in commit {str(entry.get('commit'))[:10]}"
-    if e in ("aborted", "cannot_decide", "resumed", "bootstrap", "shadow_started", "superseded"):
+    if e == "bootstrap":
+        return f"first     v{entry['version']} is the first version here: nothing to compare with, so it serves 100%"
+    if e in ("aborted", "cannot_decide", "resumed", "shadow_started", "superseded"):
         detail = entry.get("reason") or entry.get("error") or ""
         return f"{e:<9} {detail}".rstrip()
     return None

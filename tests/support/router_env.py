@@ -46,14 +46,24 @@ def fraud_registry(base: Path) -> FraudRegistry:
     from tests.support import fraud_versions as fv
 
     base.mkdir(parents=True, exist_ok=True)
+    saved = {k: os.environ.get(k) for k in ("PROMOTION_STATE", "BENTOML_HOME", "MLFLOW_TRACKING_URI")}
     os.environ["PROMOTION_STATE"] = str(base / "state")
     os.environ["BENTOML_HOME"] = str(base / "bentoml")
-    reg = Registry(root=base)
-    os.environ["MLFLOW_TRACKING_URI"] = reg.uri
-    v1, v2 = fv.register_tiny(reg), fv.register_tiny(reg)
-    v3 = fv.register_extra_feature(reg)
-    v4 = fv.register_tiny(reg)
-    fv.tamper_artifact(reg, "fraud-detector", v4.version)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        reg = Registry(root=base)
+        os.environ["MLFLOW_TRACKING_URI"] = reg.uri
+        v1, v2 = fv.register_tiny(reg), fv.register_tiny(reg)
+        v3 = fv.register_extra_feature(reg)
+        v4 = fv.register_tiny(reg)
+        fv.tamper_artifact(reg, "fraud-detector", v4.version)
+    finally:
+        # later tests must not inherit this registry by accident
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     result = FraudRegistry(uri=reg.uri, registry=reg,
                            digests={m.version: m.digest for m in (v1, v2, v3, v4)},
                            extra_feature_version=v3.version, tampered_version=v4.version)

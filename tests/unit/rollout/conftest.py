@@ -24,11 +24,14 @@ def registry_template(tmp_path_factory):
 
     old = os.environ.get("PROMOTION_STATE")
     os.environ["PROMOTION_STATE"] = str(state)
+    tracking = os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
         reg = Registry(root=root)
         v1 = train.register(reg, train.SPECS["tiny"])
         v2 = train.register(reg, train.SPECS["tiny"])
     finally:
+        if tracking is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = tracking
         if old is None:
             os.environ.pop("PROMOTION_STATE", None)
         else:
