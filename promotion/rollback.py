@@ -109,11 +109,14 @@ def rollback(project: Project, env_name: str, *, reason: str, to: int | None = N
             result.notes.append(f"{env.display} already names v{target}: nothing to commit")
             return result
         mv = registry.version(env.model.name, target)
+        # the change being undone: explains it in the audit even if no rollout recorded it
+        rel = env.path.resolve().relative_to(project.root.resolve()).as_posix()
+        source = Git(project.root)("log", "-1", "--first-parent", "--format=%H", "--", rel).strip() or None
         path = write_record(
             project.root, env.name, action="rollback", model=env.model.name, version=target, digest=digest,
             from_env=env.name, to_env=env.name, checks=[], approvers=[], steps=[], rollback_target=target,
             data_snapshot=mv.tags.get("data_snapshot"), code_commit=mv.tags.get("code_commit"),
-            policy_digest=policy.digest, source_commit=None, reason=reason, replaced_version=current,
+            policy_digest=policy.digest, source_commit=source, reason=reason, replaced_version=current,
             evidence={"rejected": {"version": current, "digest": env.model.digest}, "switch_seconds": switch,
                       "manual": True},
             signer=signer,

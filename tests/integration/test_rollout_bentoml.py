@@ -212,3 +212,32 @@ def test_operator_rollback_flips_traffic_within_a_second_and_is_idempotent(world
     assert main(["--root", str(world.repo), "rollback", "prod", "--to", str(world.versions["bad"]), "--reason", "x"]) == 2
     assert world.routes() == {target: 100.0}
     assert world.load.totals()["failed"] == failed_before
+
+
+def test_rollback_during_a_rollout_stops_it_and_the_audit_explains_everything(world):
+    from tests.support.fraud_versions import register_tiny
+
+    version = register_tiny(world.registry).version
+    world.propose(version)
+    events = StateStore(world.repo, "prod").events_path
+    mark = events.stat().st_size
+    (world.repo / "policies" / "prod.yaml").write_text(FAST_POLICY.replace("hold_s: 1,", "hold_s: 30,"))
+    proc = subprocess.Popen([sys.executable, "-m", "promotion", "--root", str(world.repo), "rollout", "prod", "--quiet"],
+                            env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while '"step_started"' not in events.read_text()[mark:]:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        current_target = RecordStore(world.repo, "prod").last_known_good("fraud-detector", excluding=version)
+        assert main(["--root", str(world.repo), "rollback", "prod", "--reason", "stop this canary"]) == 0
+        assert proc.wait(timeout=60) == 1  # the rollout stopped instead of carrying on
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        Git(world.repo)("checkout", "--", "policies/prod.yaml")
+    assert StateStore(world.repo, "prod").load().phase.value == "aborted"
+    assert world.routes() == {current_target: 100.0}
+    assert Project(world.repo).environment("prod").model.version == current_target
+    # every change of the environment file in this repository is explained by a signed record
+    assert main(["--root", str(world.repo), "audit", "prod"]) == 0
