@@ -3,24 +3,28 @@
 Starts two real ``bentoml serve`` processes (2 workers each) on loopback over a fresh
 MLflow sqlite registry with two ``tiny`` fraud-detector versions, then measures:
 
-1. overhead: the same closed-loop load (8 keep-alive clients) in short alternating rounds against the
-   plain service (``services/router/plain.py``, version 1) and the router (95/5 between
-   versions 1 and 2, sticky keys) for the throughput ratio; then the 8 clients alternate
-   request by request between the two services (same moment, same concurrent load) for
-   the added p95 latency;
-2. storm: 50 weight changes (0<->100 flips among them) while 8 clients keep sending;
-   failed client requests, misrouted requests (a response on a version whose weight
-   was 0 in the generation that served it), and for each change and each worker the
-   time from the admin call to the first response that worker served with it;
-3. shadow: the served path's p95 (client side) at a fixed offered rate (40% of the plain
-   service's capacity) in short alternating rounds, without a shadow and with 100% mirrored
-   to version 2.
+1. overhead: throughput under a saturating closed-loop load (8 keep-alive clients) in
+   short alternating rounds (ABBA...) against the plain service (``services/router/plain.py``,
+   version 1) and the router (95/5 between versions 1 and 2, sticky keys); the ratio is the
+   median of the per-round-pair ratios, so a burst of other load on the machine hits one
+   pair, not the figure. Added p95 latency: 2 clients each alternate request by request
+   between the two services (same moments, same load, about one request in flight per
+   service: below saturation, so the figure is the router's own cost, not queueing);
+   the p95 under 8 such clients (saturated, mostly queueing) is printed alongside;
+2. storm: 50 weight changes (0<->100 flips among them) while 8 clients keep sending over
+   connections pinned 4 per worker (so every worker keeps serving); failed client
+   requests, misrouted requests (a response on a version whose weight was 0 in the
+   generation that served it), and for each change and each worker the time from sending
+   the admin call to the first response that worker served with it;
+3. shadow: the served path's p95 (client side, 2 closed-loop clients, below saturation) in
+   short alternating rounds without a shadow and with 100% mirrored to version 2; the
+   ratio is the median of the per-round-pair ratios (the pooled p95s are printed too).
 
-Ends with one line::
+Every figure is printed with its spread over rounds. Ends with one line::
 
     RESULT throughput_ratio=<x> p95_added_ms=<ms> storm_failed=<n> storm_apply_ms_max=<ms> shadow_p95_ratio=<x>
 
-Run: ``.venv/bin/python bench/router_overhead.py`` (about 2-3 minutes).
+Run: ``.venv/bin/python bench/router_overhead.py`` (about 3-4 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -38,16 +42,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CLIENTS = 8
+CLIENTS = 8          # saturating load: throughput and storm
 WARMUP_S = 2.0
-ROUND_S = 1.5      # overhead: short alternating rounds, so machine noise hits both services alike
-ROUNDS = 8
-PAIRED_S = 10.0    # latency: clients alternate between the two services for this long
+ROUND_S = 1.0        # overhead: short alternating rounds, so machine noise hits both services alike
+ROUNDS = 12          # per service
+LAT_CLIENTS = 2      # latency: clients alternating between the two services (below saturation)
+PAIRED_S = 12.0
+SATURATED_S = 6.0    # the same with CLIENTS clients, printed for reference
+SHADOW_CLIENTS = 2
 SHADOW_ROUND_S = 1.5
-SHADOW_ROUNDS = 6
+SHADOW_ROUNDS = 8    # per condition
 STORM_CHANGES = 50
 STORM_GAP_S = 0.2
-SHADOW_LOAD = 0.4  # shadow comparison offers this share of the plain service's capacity
+PER_WORKER = CLIENTS // 2
 TOKEN = "bench-token"
 
 FEATURES = {"amount": 42.0, "hour": 13.0, "merchant_risk": 0.3, "distance_km": 12.0, "velocity_1h": 1.0,
@@ -66,8 +73,9 @@ class Conn:
 
     REUSE = 32
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, reuse: int = REUSE) -> None:
         self.port = port
+        self.reuse = reuse
         self.sock: socket.socket | None = None
         self.buf = b""
         self.used = 0
@@ -78,7 +86,7 @@ class Conn:
         self.buf = b""
 
     def post(self, body: bytes, key: str | None = None) -> tuple[int, dict[str, str]]:
-        if self.used >= self.REUSE:
+        if self.used >= self.reuse:
             self.close()
         if self.sock is None:
             self._connect()
@@ -120,16 +128,18 @@ class Conn:
 
 
 def closed_loop(port: int, seconds: float, clients: int = CLIENTS, on_response=None, keyed: bool = True,
-                until: threading.Event | None = None):
-    """``clients`` threads sending back to back for ``seconds`` (or until ``until`` is set);
-    returns (latencies, failures, elapsed)."""
+                until: threading.Event | None = None, conns: list | None = None):
+    """``clients`` threads sending back to back for ``seconds`` (or until ``until`` is set),
+    over ``conns`` if given (one per client); returns (latencies, failures, elapsed)."""
+    if conns is not None:
+        clients = len(conns)
     body = json.dumps({"features": FEATURES}).encode()
     deadline = time.monotonic() + seconds
     lat: list[list[float]] = [[] for _ in range(clients)]
     failures = [0] * clients
 
     def client(i: int) -> None:
-        conn = Conn(port)
+        conn = conns[i] if conns is not None else Conn(port)
         rnd = random.Random(i)
         while (until.is_set() is False) if until is not None else (time.monotonic() < deadline):
             key = f"user-{rnd.randrange(1_000_000)}" if keyed else None
@@ -186,33 +196,32 @@ def paired(ports: tuple[int, int], seconds: float, clients: int = CLIENTS):
     return [x for part in lat for x in part[0]], [x for part in lat for x in part[1]]
 
 
-def paced(port: int, seconds: float, rate: float, clients: int = CLIENTS):
-    """Open-loop load at ``rate`` requests/s spread over ``clients``; latencies from the schedule."""
+def pinned(port: int, per_worker: int, workers: int = 2, tries: int = 400) -> list[Conn]:
+    """Keep-alive connections, ``per_worker`` on each worker process (the kernel picks the
+    worker that accepts a connection; the response header tells which one it was)."""
     body = json.dumps({"features": FEATURES}).encode()
-    lat: list[list[float]] = [[] for _ in range(clients)]
-    start = time.perf_counter() + 0.05
-    n = int(seconds * rate)
+    by_pid: dict[str, list[Conn]] = {}
+    for _ in range(tries):
+        conn = Conn(port, reuse=1 << 30)
+        _, headers = conn.post(body)
+        pid = headers.get("x-promotion-worker", "")
+        if len(by_pid.setdefault(pid, [])) < per_worker:
+            by_pid[pid].append(conn)
+        else:
+            conn.close()
+        if len(by_pid) >= workers and all(len(c) >= per_worker for c in by_pid.values()):
+            break
+    return [c for cs in by_pid.values() for c in cs]
 
-    def client(i: int) -> None:
-        conn = Conn(port)
-        for j in range(i, n, clients):
-            due = start + j / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            try:
-                conn.post(body, f"user-{j}")
-            except (OSError, ValueError):
-                continue
-            lat[i].append(time.perf_counter() - due)  # includes any queueing behind the schedule
-        conn.close()
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return [x for part in lat for x in part]
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return (s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2) if s else float("nan")
+
+
+def spread(xs: list[float], fmt: str = "{:.3f}") -> str:
+    return f"median {fmt.format(median(xs))} (min {fmt.format(min(xs))}, max {fmt.format(max(xs))}, n={len(xs)})"
 
 
 def p95(samples: list[float]) -> float:
@@ -220,10 +229,16 @@ def p95(samples: list[float]) -> float:
     return s[min(len(s) - 1, int(0.95 * len(s)))] if s else float("nan")
 
 
+_admin_session = None
+
+
 def admin(port: int, body: dict) -> dict:
+    global _admin_session
     import requests
 
-    r = requests.post(f"http://127.0.0.1:{port}/admin/routing", json=body,
+    if _admin_session is None:
+        _admin_session = requests.Session()
+    r = _admin_session.post(f"http://127.0.0.1:{port}/admin/routing", json=body,
                       headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
     if r.status_code != 200:
         raise SystemExit(f"admin call failed: {r.status_code} {r.text}")
@@ -258,23 +273,29 @@ def main() -> int:
         # -- 1. overhead --------------------------------------------------------------
         for port in (plain_port, router_port):
             closed_loop(port, WARMUP_S)
-        done = {"plain": 0, "router": 0}
-        spent = {"plain": 0.0, "router": 0.0}
+        tput: dict[str, list[float]] = {"plain": [], "router": []}
         for i in range(ROUNDS):
             order = (("plain", plain_port), ("router", router_port))
             for name, port in order if i % 2 == 0 else order[::-1]:
                 lat, failed, elapsed = closed_loop(port, ROUND_S)
-                done[name] += len(lat)
-                spent[name] += elapsed
+                tput[name].append(len(lat) / elapsed)
                 if failed:
                     print(f"warning: {failed} failed requests against {name}")
-        t_plain, t_router = done["plain"] / spent["plain"], done["router"] / spent["router"]
-        throughput_ratio = t_router / t_plain
-        lat_plain, lat_router = paired((plain_port, router_port), PAIRED_S)
-        lats = {"plain": lat_plain, "router": lat_router}
-        p95_added_ms = (p95(lats["router"]) - p95(lats["plain"])) * 1000
-        print(f"overhead: plain {t_plain:.0f} req/s p95 {p95(lats['plain']) * 1000:.2f} ms | "
-              f"router {t_router:.0f} req/s p95 {p95(lats['router']) * 1000:.2f} ms", flush=True)
+        ratios = [r / p for p, r in zip(tput["plain"], tput["router"])]
+        throughput_ratio = median(ratios)
+        print(f"throughput ({CLIENTS} clients, {ROUNDS} alternating rounds of {ROUND_S:.1f}s each): "
+              f"plain {spread(tput['plain'], '{:.0f}')} req/s | router {spread(tput['router'], '{:.0f}')} req/s | "
+              f"router/plain per round {spread(ratios)}", flush=True)
+        lat_plain, lat_router = paired((plain_port, router_port), PAIRED_S, LAT_CLIENTS)
+        p95_added_ms = (p95(lat_router) - p95(lat_plain)) * 1000
+        sat_plain, sat_router = paired((plain_port, router_port), SATURATED_S, CLIENTS)
+        print(f"latency ({LAT_CLIENTS} clients alternating between the services, {PAIRED_S:.0f}s): "
+              f"p95 plain {p95(lat_plain) * 1000:.2f} ms | router {p95(lat_router) * 1000:.2f} ms | "
+              f"added {p95_added_ms:+.2f} ms; median plain {median(lat_plain) * 1000:.2f} ms | "
+              f"router {median(lat_router) * 1000:.2f} ms  ({len(lat_plain)}/{len(lat_router)} requests)", flush=True)
+        print(f"latency, saturated ({CLIENTS} clients alternating, {SATURATED_S:.0f}s, reference only): "
+              f"p95 plain {p95(sat_plain) * 1000:.2f} ms | router {p95(sat_router) * 1000:.2f} ms | "
+              f"added {(p95(sat_router) - p95(sat_plain)) * 1000:+.2f} ms", flush=True)
 
         # -- 2. storm -----------------------------------------------------------------
         a, b = str(v1.version), str(v2.version)
@@ -294,9 +315,10 @@ def main() -> int:
         result: dict = {}
         admin_ms: list[float] = []
         storm_over = threading.Event()
+        conns = pinned(router_port, PER_WORKER)
         loader = threading.Thread(target=lambda: result.update(zip(
             ("lat", "failed", "elapsed"),
-            closed_loop(router_port, 0, on_response=on_response, until=storm_over))))
+            closed_loop(router_port, 0, on_response=on_response, until=storm_over, conns=conns))))
         loader.start()
         time.sleep(0.5)
         try:
@@ -326,25 +348,30 @@ def main() -> int:
                 misrouted += 1
         storm_failed = result["failed"]
         storm_apply_ms_max = max(apply_ms)
-        print(f"storm: {len(seen)} requests over {len(pids)} workers, {STORM_CHANGES} changes, "
+        print(f"storm: {len(conns)} clients pinned {PER_WORKER} per worker, "
+              f"{len(seen)} requests over {len(pids)} workers, {STORM_CHANGES} changes, "
               f"{storm_failed} failed, {misrouted} misrouted, apply max {storm_apply_ms_max:.1f} ms "
               f"(median {sorted(apply_ms)[len(apply_ms) // 2]:.1f} ms); admin call max {max(admin_ms):.1f} ms "
               f"median {sorted(admin_ms)[len(admin_ms) // 2]:.1f} ms", flush=True)
 
         # -- 3. shadow ----------------------------------------------------------------
-        base = {"routes": {a: 100}, "digests": {a: v1.digest}}
-        with_shadow = {**base, "shadow": {"version": v2.version, "percent": 100, "digest": v2.digest}}
-        rate = SHADOW_LOAD * t_plain
-        shadow_lat = {"off": [], "on": []}
-        for _ in range(SHADOW_ROUNDS):
-            for name, body in (("off", {**base, "shadow": None}), ("on", with_shadow)):
-                state = admin(router_port, body)
-                from promotion.traffic.bentoml_router import BentoMLRouter
+        from promotion.traffic.bentoml_router import BentoMLRouter
 
-                BentoMLRouter(f"http://127.0.0.1:{router_port}", TOKEN).wait_applied(state["generation"], 10)
-                shadow_lat[name].extend(paced(router_port, SHADOW_ROUND_S, rate))
-        p_off, p_on = p95(shadow_lat["off"]), p95(shadow_lat["on"])
-        shadow_p95_ratio = p_on / p_off
+        backend = BentoMLRouter(f"http://127.0.0.1:{router_port}", TOKEN)
+        base = {"routes": {a: 100}, "digests": {a: v1.digest}}
+        bodies = {"off": {**base, "shadow": None},
+                  "on": {**base, "shadow": {"version": v2.version, "percent": 100, "digest": v2.digest}}}
+        shadow_lat: dict[str, list[float]] = {"off": [], "on": []}
+        shadow_p95: dict[str, list[float]] = {"off": [], "on": []}
+        for i in range(SHADOW_ROUNDS):
+            for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                state = admin(router_port, bodies[name])
+                backend.wait_applied(state["generation"], 10)
+                lat, _, _ = closed_loop(router_port, SHADOW_ROUND_S, SHADOW_CLIENTS)
+                shadow_lat[name].extend(lat)
+                shadow_p95[name].append(p95(lat))
+        shadow_ratios = [on / off for off, on in zip(shadow_p95["off"], shadow_p95["on"])]
+        shadow_p95_ratio = median(shadow_ratios)
         import requests
 
         metrics = requests.get(f"http://127.0.0.1:{router_port}/metrics", timeout=10).text
@@ -352,8 +379,11 @@ def main() -> int:
                        if l.startswith("promotion_shadow_requests_total{"))
         dropped = sum(float(l.split()[-1]) for l in metrics.splitlines()
                       if l.startswith("promotion_shadow_dropped_total{"))
-        print(f"shadow at {rate:.0f} req/s: p95 off {p_off * 1000:.2f} ms, on {p_on * 1000:.2f} ms; "
-              f"{mirrored:.0f} mirrored, {dropped:.0f} dropped", flush=True)
+        print(f"shadow ({SHADOW_CLIENTS} clients, {SHADOW_ROUNDS} alternating rounds of {SHADOW_ROUND_S:.1f}s each): "
+              f"p95 off {spread([x * 1000 for x in shadow_p95['off']], '{:.2f}')} ms | "
+              f"on (100% mirrored) {spread([x * 1000 for x in shadow_p95['on']], '{:.2f}')} ms | "
+              f"on/off per round {spread(shadow_ratios)}; pooled p95 off {p95(shadow_lat['off']) * 1000:.2f} ms, "
+              f"on {p95(shadow_lat['on']) * 1000:.2f} ms; {mirrored:.0f} mirrored, {dropped:.0f} dropped", flush=True)
     finally:
         for svc in services:
             svc.stop()

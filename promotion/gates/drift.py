@@ -69,12 +69,16 @@ def read_window(path: Path):
 
 
 def _read_log_dir(path: Path):
-    try:
-        from services.router.logs import read_inference_log
-    except ImportError:
-        read_inference_log = None
-    if read_inference_log is not None:
-        return _normalise(read_inference_log(path))
+    """The service's sampled inference log (its state dir or its ``inference/`` dir), or a
+    directory of ``*.jsonl`` rows with a ``features`` mapping."""
+    if path.name == "inference" or (path / "inference").is_dir():
+        from services.router.inference_log import read_inference_log
+
+        state = path.parent if path.name == "inference" else path
+        frame = read_inference_log(state, include_shadow=False)  # mirrored rows were not served
+        if frame.empty:
+            raise WindowError(f"production window {path}: the inference log holds no requests yet")
+        return frame
     files = sorted(path.glob("*.jsonl"))
     if not files:
         raise WindowError(f"production window {path}: no *.jsonl inference logs in it")

@@ -69,22 +69,37 @@ def reading(step_window, st: "RolloutState", verdict) -> dict[str, Any]:
         out[f"{role}_error_rate"] = round(c.errors / n, 5) if c and n else None
         p95 = c.latency_quantile(0.95) if c and n else None
         out[f"{role}_p95_ms"] = round(p95 * 1000, 3) if p95 is not None else None
-    for key in ("e_error", "e_latency", "e_values"):
-        if key in (verdict.evidence or {}):
-            out[key] = verdict.evidence[key]
+    # the analysis keeps one e-process per comparison (and the SRM check): show each value
+    evidence = verdict.evidence or {}
+    e_values = {}
+    for name, key in (("errors", "errors_vs_champion"), ("latency", "latency_vs_champion"), ("srm", "srm")):
+        value = (evidence.get(key) or {}).get("e_value")
+        if value is not None:
+            e_values[name] = round(float(value), 4)
+    if e_values:
+        out["e_values"] = e_values
     return out
 
 
 def shadow_agreement(baseline: dict | None, snap, version: int) -> dict[str, Any]:
+    """What the shadow ``version`` did with the requests mirrored to it since ``baseline``.
+
+    The router counts a mirrored request that the shadow answered in
+    ``promotion_shadow_requests_total`` (and whether its label agreed with the served one),
+    and a mirrored request the shadow failed on as an error of kind ``shadow``; both are
+    mirrored requests. ``agreement`` is over the answered ones; ``None`` when none was.
+    """
     from promotion.metrics.base import Snapshot, window
 
     c = window(Snapshot.from_dict(baseline), snap).get(version) if baseline else None
-    if c is None or c.shadow_requests <= 0:
-        return {"requests": 0, "agreement": 0.0, "errors": 0}
+    if c is None:
+        return {"requests": 0, "agreement": None, "errors": 0}
     compared = c.shadow_agree + c.shadow_disagree
-    return {"requests": int(c.shadow_requests), "agreement": (c.shadow_agree / compared) if compared else 0.0,
-            # a mirrored request that produced no comparison failed on the shadow
-            "errors": int(c.shadow_requests - compared)}
+    # answered but not compared, or failed outright: either way the shadow did not deliver
+    errors = max(c.shadow_requests - compared, 0.0) + max(c.errors_by_kind.get("shadow", 0.0), 0.0)
+    requests = max(c.shadow_requests, compared) + max(c.errors_by_kind.get("shadow", 0.0), 0.0)
+    return {"requests": int(requests), "agreement": round(c.shadow_agree / compared, 5) if compared else None,
+            "errors": int(errors)}
 
 
 def _record_inputs(ctx: "Context", version: int) -> dict[str, Any]:

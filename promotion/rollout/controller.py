@@ -29,7 +29,7 @@ from promotion.config import Environment, Policy, Project
 from promotion.errors import Error, MetricsError, RolloutError, ServiceError
 from promotion.rollout import actions
 from promotion.rollout.phases import Phase
-from promotion.rollout.schedule import shadow_phase, steps_for
+from promotion.rollout.schedule import shadow_phase, shadow_phase_defaults, steps_for
 from promotion.rollout.state import EventLog, RolloutState, StateStore
 
 APPLY_TIMEOUT_S = 60.0  # a worker may have to download and verify a model first
@@ -174,23 +174,35 @@ def _pending(ctx: Context, st: RolloutState) -> None:
 
 
 def _shadow(ctx: Context, st: RolloutState) -> None:
-    shadow = shadow_phase(ctx.policy) or {}
+    shadow = shadow_phase(ctx.policy) or shadow_phase_defaults()
     snap = ctx.metrics.snapshot()
-    agreement = actions.shadow_agreement(st.step_baseline, snap, st.canary)
+    seen = actions.shadow_agreement(st.step_baseline, snap, st.canary)
     elapsed = ctx.clock() - (st.step_started_at or ctx.clock())
     st.last_snapshot = snap.to_dict()
-    ctx.emit(st, "shadow_observed", **agreement)
-    if agreement["requests"] >= shadow.get("min_requests", 100) and elapsed >= shadow.get("hold_s", 0):
-        if agreement["agreement"] < shadow.get("min_agreement", 0.95) or agreement["errors"] > 0:
-            _begin_rollback(ctx, st, f"shadow v{st.canary} agreed on {agreement['agreement']:.1%} of {agreement['requests']} requests "
-                            f"with {agreement['errors']} errors (needs {shadow.get('min_agreement', 0.95):.0%}, 0 errors)",
-                            evidence={"shadow": agreement})
+    ctx.emit(st, "shadow_observed", percent=shadow["percent"], seconds=round(elapsed, 2), **seen)
+    # no mirrored request is no data: it neither passes nor fails the shadow
+    need = max(1, int(shadow["min_requests"]))
+    row = {"step": "shadow", "weight": 0.0, "seconds": round(elapsed, 2), "shadow_percent": shadow["percent"],
+           "shadow_requests": seen["requests"], "shadow_agreement": seen["agreement"], "shadow_errors": seen["errors"]}
+    if seen["requests"] >= need and seen["errors"] > 0:
+        st.steps.append({**row, "verdict": "fail"})
+        _begin_rollback(ctx, st, f"shadow v{st.canary} failed {seen['errors']} of {seen['requests']} mirrored requests "
+                        "(needs 0 errors)", evidence={"shadow": seen})
+        return
+    if seen["requests"] >= need and elapsed >= shadow["hold_s"]:
+        if seen["agreement"] < shadow["min_agreement"]:
+            st.steps.append({**row, "verdict": "fail"})
+            _begin_rollback(ctx, st, f"shadow v{st.canary} agreed with v{st.champion} on {seen['agreement']:.1%} of "
+                            f"{seen['requests']} mirrored requests (needs {shadow['min_agreement']:.0%})",
+                            evidence={"shadow": {**seen, "min_agreement": shadow["min_agreement"]}})
             return
-        st.steps.append({"step": "shadow", "weight": 0.0, **agreement, "verdict": "pass"})
+        st.steps.append({**row, "verdict": "pass"})
+        ctx.emit(st, "step_passed", step=-1, weight=0.0, shadow=True)
         _enter_step(ctx, st, 0)
         return
-    if elapsed > 300 and ctx.policy.inconclusive == "rollback":
-        _begin_rollback(ctx, st, f"shadow phase saw only {agreement['requests']} requests in {elapsed:.0f}s", evidence={"shadow": agreement})
+    if elapsed > shadow["max_s"] and ctx.policy.inconclusive == "rollback":
+        _begin_rollback(ctx, st, f"shadow phase undecided after {elapsed:.0f}s: {seen['requests']} mirrored requests "
+                        f"(needs {need}, held {shadow['hold_s']:g}s)", evidence={"shadow": seen})
 
 
 def _progressing(ctx: Context, st: RolloutState) -> None:
@@ -213,6 +225,8 @@ def _progressing(ctx: Context, st: RolloutState) -> None:
     elapsed = ctx.clock() - (st.step_started_at or ctx.clock())
     outcome = verdict.outcome.value
     if outcome == "fail":
+        # the failed step belongs in the record's (and the summary's) table too
+        st.steps.append({"step": st.step + 1, "weight": st.weight, "seconds": round(elapsed, 2), **reading, "verdict": "fail"})
         _begin_rollback(ctx, st, "; ".join(verdict.reasons) or "canary analysis failed", evidence=verdict.evidence)
         return
     canary_requests = reading.get("canary_requests", 0)
@@ -283,7 +297,7 @@ def _reassert(ctx: Context, st: RolloutState) -> None:
         _set_routes(ctx, st, _step_routes(st))
         _begin_window(ctx, st)
     elif st.phase is Phase.SHADOW:
-        shadow = shadow_phase(ctx.policy) or {"percent": 100.0}
+        shadow = shadow_phase(ctx.policy) or shadow_phase_defaults()
         _set_routes(ctx, st, {st.champion: 100.0},
                     shadow={"version": st.canary, "percent": shadow["percent"], "digest": st.canary_digest})
         _begin_window(ctx, st)
@@ -318,7 +332,8 @@ def _cannot_decide(ctx: Context, st: RolloutState, exc: Error) -> RolloutState:
     ctx.emit(st, "cannot_decide", error=exc.message)
     if st.phase in (Phase.SHADOW, Phase.PROGRESSING):
         elapsed = ctx.clock() - (st.step_started_at or st.started_at)
-        limit = steps_for(ctx.policy)[st.step].max_s if st.step >= 0 else 300.0
+        shadow = shadow_phase(ctx.policy) or shadow_phase_defaults()
+        limit = steps_for(ctx.policy)[st.step].max_s if st.step >= 0 else shadow["max_s"]
         if elapsed > limit:
             try:
                 return _begin_rollback(ctx, st, f"cannot measure the canary for {elapsed:.0f}s: {exc.message}")

@@ -34,15 +34,32 @@ def steps_for(policy: Policy) -> list[Step]:
             out.append(Step(100.0, hold, min_req, max_s))
         return out
     if policy.strategy == "blue_green":
-        hold = float((policy.shadow or {}).get("hold_s", 0))
-        return [Step(100.0, hold, int((policy.shadow or {}).get("min_requests", 0)), 300.0)]
+        # after the flip the new version serves alone: hold it as long as the shadow was held
+        shadow = shadow_phase(policy) or shadow_phase_defaults()
+        return [Step(100.0, shadow["hold_s"], int(shadow["min_requests"]), shadow["max_s"])]
     raise ValueError(f"unknown strategy {policy.strategy!r}")
 
 
+SHADOW_DEADLINE_S = 300.0  # past its hold, how long a shadow phase may wait for enough mirrored requests
+
+
+def shadow_phase_defaults() -> dict:
+    """The shadow phase's settings where the policy gives none."""
+    return {"percent": 100.0, "hold_s": 10.0, "min_requests": 100, "min_agreement": 0.95,
+            "max_s": 10.0 + SHADOW_DEADLINE_S}
+
+
 def shadow_phase(policy: Policy) -> dict | None:
-    """Settings of the shadow phase before the first step, or None (blue-green always has one)."""
+    """Settings of the shadow phase before the first step, or None (blue-green always has one).
+
+    ``max_s`` is the phase's deadline: a shadow still undecided then is inconclusive.
+    """
     if policy.shadow:
-        return {"percent": 100.0, "hold_s": 10.0, "min_requests": 100, "min_agreement": 0.95, **policy.shadow}
-    if policy.strategy == "blue_green":
-        return {"percent": 100.0, "hold_s": 10.0, "min_requests": 100, "min_agreement": 0.95}
-    return None
+        out = {**shadow_phase_defaults(), **policy.shadow}
+    elif policy.strategy == "blue_green":
+        out = shadow_phase_defaults()
+    else:
+        return None
+    out["hold_s"] = float(out["hold_s"])
+    out["max_s"] = out["hold_s"] + SHADOW_DEADLINE_S
+    return out

@@ -1,7 +1,8 @@
 """A loopback fake of the parts of GitHub's REST API the project calls.
 
 Payloads follow GitHub's documented shapes (pulls, reviews, issue comments, team
-memberships, collaborator permission, contents, pull creation). Lists paginate with
+memberships, collaborator permission, contents, pull creation, issues: list by state and
+label, create, edit, comment). Lists paginate with
 ``per_page``/``page`` and a ``Link`` header like GitHub's. Every request is recorded so
 tests can assert on what was sent. Failures are injected per path: a status code
 (403, 500, ...) or a delay (for timeouts).
@@ -60,6 +61,7 @@ class FakeRepo:
     comments: dict = field(default_factory=dict)
     collaborators: dict = field(default_factory=dict)   # login -> permission
     files: dict = field(default_factory=dict)           # (ref, path) -> text
+    issues: dict = field(default_factory=dict)          # number -> issue (pull requests excluded)
 
 
 class GitHubFake:
@@ -140,6 +142,17 @@ class GitHubFake:
              "html_url": f"https://github.com/{self.full_name}/pull/{number}#issuecomment-1"}
         self.repo.comments[number].append(c)
         return c
+
+    def add_issue(self, title: str, body: str = "", labels: list[str] | None = None,
+                  author: str = "github-actions[bot]") -> dict:
+        """An open issue; numbers are shared with pull requests, as on GitHub."""
+        number = max([*self.repo.pulls, *self.repo.issues], default=0) + 1
+        issue = {"id": next(self._ids), "number": number, "title": title, "body": body, "state": "open",
+                 "state_reason": None, "user": user(author), "labels": [{"name": n} for n in labels or []],
+                 "html_url": f"https://github.com/{self.full_name}/issues/{number}"}
+        self.repo.issues[number] = issue
+        self.repo.comments.setdefault(number, [])
+        return issue
 
     def add_collaborator(self, login: str, permission: str = "write") -> None:
         self.repo.collaborators[login.lower()] = permission
@@ -248,9 +261,26 @@ class GitHubFake:
         if (mm := re.fullmatch(r"/pulls/(\d+)/reviews", sub)) and method == "GET":
             n = int(mm.group(1))
             return self._page(path, r.reviews[n], req.query) if n in r.pulls else not_found
+        if sub == "/issues" and method == "GET":
+            state, labels = req.query.get("state", "open"), [x for x in req.query.get("labels", "").split(",") if x]
+            found = [i for i in r.issues.values() if (state == "all" or i["state"] == state)
+                     and all(any(lb["name"] == want for lb in i["labels"]) for want in labels)]
+            return self._page(path, found, req.query)
+        if sub == "/issues" and method == "POST":
+            issue = self.add_issue(req.body["title"], req.body.get("body") or "", req.body.get("labels"))
+            return 201, issue, {}
+        if (mm := re.fullmatch(r"/issues/(\d+)", sub)) and method in ("GET", "PATCH"):
+            issue = r.issues.get(int(mm.group(1)))
+            if issue is None:
+                return not_found
+            if method == "PATCH":
+                for key in ("title", "body", "state", "state_reason"):
+                    if key in req.body:
+                        issue[key] = req.body[key]
+            return 200, issue, {}
         if (mm := re.fullmatch(r"/issues/(\d+)/comments", sub)):
             n = int(mm.group(1))
-            if n not in r.pulls:
+            if n not in r.pulls and n not in r.issues:
                 return not_found
             if method == "GET":
                 return self._page(path, r.comments[n], req.query)

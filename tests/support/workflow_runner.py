@@ -25,6 +25,12 @@ event's sha) into ``with.path``; ``actions/setup-python`` does nothing (this int
 is the Python). ``on_checkout`` lets a test prepare a checkout, e.g. with
 :func:`install_venv_shim` so that ``make install`` finds the package already installed.
 Any other action raises, so a new action cannot slip past the tests unsimulated.
+
+What is substituted, only when a test asks: ``force_env`` is applied after the workflow's,
+job's and step's ``env:``, for what cannot run here at all - e.g.
+``{"PROMOTION_SIGNER": "local"}``, because keyless Sigstore signing needs GitHub's OIDC
+token and the internet. ``base_env`` by contrast is the runner's environment, which the
+workflow's ``env:`` overrides as on GitHub.
 """
 
 from __future__ import annotations
@@ -347,7 +353,7 @@ def install_venv_shim(checkout: Path, python: str = sys.executable) -> None:
 
     ``.venv/bin/promotion`` runs this interpreter with the checkout first on
     ``PYTHONPATH``, so the code under test is the checkout's, with this environment's
-    dependencies; the Makefile's install stamp is dated after ``pyproject.toml``.
+    dependencies; the Makefile's install stamp is as new as ``pyproject.toml``.
     """
     bindir = checkout / ".venv" / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
@@ -365,8 +371,10 @@ def install_venv_shim(checkout: Path, python: str = sys.executable) -> None:
     stamp = checkout / ".venv" / ".installed"
     stamp.touch()
     pyproject = checkout / "pyproject.toml"
-    base = pyproject.stat().st_mtime if pyproject.exists() else time.time()
-    os.utime(stamp, (base + 60, base + 60))
+    # as new as pyproject.toml (make rebuilds only when a prerequisite is newer), and not
+    # in the future, which make would warn about as clock skew
+    base = pyproject.stat().st_mtime_ns if pyproject.exists() else time.time_ns()
+    os.utime(stamp, ns=(base, base))
 
 
 class WorkflowRunner:
@@ -385,6 +393,7 @@ class WorkflowRunner:
         secrets: dict[str, str] | None = None,
         vars: dict[str, str] | None = None,
         base_env: dict[str, str] | None = None,
+        force_env: dict[str, str] | None = None,
         on_checkout: Callable[[Path], None] | None = None,
         actor: str = "octocat",
         timeout: float = 600,
@@ -402,6 +411,7 @@ class WorkflowRunner:
         self.secrets = dict(secrets or {})
         self.vars = dict(vars or {})
         self.base_env = dict(base_env or {})
+        self.force_env = dict(force_env or {})
         self.on_checkout = on_checkout
         self.actor = actor
         self.timeout = timeout
@@ -594,7 +604,8 @@ class WorkflowRunner:
                 files = {k: temp / f"{k.lower()}_{n}" for k in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_ENV", "GITHUB_PATH")}
                 for f in files.values():
                     f.write_text("")
-                env = {**contract, **env_ctx, **persisted, **step_env, **{k: str(v) for k, v in files.items()}}
+                env = {**contract, **env_ctx, **persisted, **step_env, **self.force_env,
+                       **{k: str(v) for k, v in files.items()}}
                 if extra_path:
                     env["PATH"] = ":".join([*reversed(extra_path), env["PATH"]])
                 script = temp / f"step_{n}.sh"

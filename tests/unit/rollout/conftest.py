@@ -68,6 +68,7 @@ class RouterDouble:
     def __init__(self) -> None:
         self.current = Routing(0, {}, {})
         self.history: list[dict] = []
+        self.shadows: list[dict | None] = []  # the shadow of each routing in history
 
     def routing(self) -> Routing:
         return self.current
@@ -78,6 +79,7 @@ class RouterDouble:
         self.current = Routing(self.current.generation + 1, {str(k): float(v) for k, v in routes.items()},
                                {str(k): v for k, v in digests.items()}, shadow)
         self.history.append({int(k): v for k, v in self.current.routes.items()})
+        self.shadows.append(dict(shadow) if shadow else None)
         return self.current
 
     def wait_applied(self, generation: int, timeout_s: float) -> float:
@@ -96,11 +98,16 @@ class SimulatedService:
 
     Each snapshot serves ``per_tick`` more requests split by the current weights; each
     version fails with its error rate and answers with latencies around its median.
+    When the routing has a shadow, the router's share of the successfully served
+    requests is mirrored to it, as the real router does: the shadow fails a mirrored
+    request with ``shadow_behaviour[v][1]`` (an error of kind ``shadow``, not a served
+    request) and otherwise agrees with the served label with ``shadow_behaviour[v][0]``.
     """
 
     def __init__(self, router: RouterDouble, behaviour: dict[int, tuple[float, float]], per_tick: int = 400,
-                 seed: int = 7, clock=None) -> None:
+                 seed: int = 7, clock=None, shadow_behaviour: dict[int, tuple[float, float]] | None = None) -> None:
         self.router, self.behaviour, self.per_tick = router, behaviour, per_tick
+        self.shadow_behaviour = shadow_behaviour or {}
         self.rng = np.random.default_rng(seed)
         self.totals: dict[int, dict] = {}
         self.clock = clock
@@ -109,31 +116,51 @@ class SimulatedService:
     def is_online(self) -> bool:
         return self.online
 
+    def _totals(self, v: int) -> dict:
+        return self.totals.setdefault(v, {"requests": 0, "kinds": {}, "lat": np.zeros(len(LATENCY_BUCKETS)), "sum": 0.0,
+                                          "shadow": 0, "agree": 0, "disagree": 0})
+
     def snapshot(self) -> Snapshot:
         from promotion.errors import MetricsError
 
         if not self.online:
             raise MetricsError("scrape http://127.0.0.1:1/metrics failed: connection refused")
         weights = self.router.weights()
+        shadow = self.router.current.shadow
         if weights:
             versions = list(weights)
             p = np.array([weights[v] for v in versions]) / sum(weights.values())
             counts = self.rng.multinomial(self.per_tick, p)
+            served_ok = 0
             for v, n in zip(versions, counts):
                 err, median_ms = self.behaviour[v]
-                t = self.totals.setdefault(v, {"requests": 0, "errors": 0, "lat": np.zeros(len(LATENCY_BUCKETS)), "sum": 0.0})
-                errors = self.rng.binomial(n, err)
+                t = self._totals(v)
+                errors = int(self.rng.binomial(n, err))
                 lat = self.rng.lognormal(np.log(median_ms / 1000), 0.3, n)
                 t["requests"] += n
-                t["errors"] += errors
+                t["kinds"]["predict"] = t["kinds"].get("predict", 0) + errors
                 t["lat"] += np.array([(lat <= b).sum() for b in LATENCY_BUCKETS])
                 t["sum"] += float(lat.sum())
+                served_ok += n - errors
+            if shadow:
+                sv = int(shadow["version"])
+                agree_p, fail_p = self.shadow_behaviour.get(sv, (1.0, 0.0))
+                mirrored = int(self.rng.binomial(served_ok, float(shadow.get("percent", 100.0)) / 100.0))
+                failed = int(self.rng.binomial(mirrored, fail_p))
+                agreed = int(self.rng.binomial(mirrored - failed, agree_p))
+                t = self._totals(sv)
+                t["shadow"] += mirrored - failed
+                t["agree"] += agreed
+                t["disagree"] += mirrored - failed - agreed
+                t["kinds"]["shadow"] = t["kinds"].get("shadow", 0) + failed
         if self.clock:
             self.clock.advance(1.0)
         return Snapshot(self.clock() if self.clock else 0.0, {
-            v: VersionCounters(requests=float(t["requests"]), errors=float(t["errors"]), errors_by_kind={"predict": float(t["errors"])},
+            v: VersionCounters(requests=float(t["requests"]), errors=float(sum(t["kinds"].values())),
+                               errors_by_kind={k: float(n) for k, n in t["kinds"].items()},
                                latency_bounds=LATENCY_BUCKETS, latency_counts=tuple(float(x) for x in t["lat"]),
-                               latency_sum=t["sum"])
+                               latency_sum=t["sum"], shadow_requests=float(t["shadow"]),
+                               shadow_agree=float(t["agree"]), shadow_disagree=float(t["disagree"]))
             for v, t in self.totals.items()})
 
 

@@ -123,6 +123,15 @@ def test_runs_steps_with_the_runner_contract_and_env_precedence(tiny):
     assert "multi=[line one\nline two]" in first.step("echo output").stdout
 
 
+def test_force_env_wins_over_the_workflows_env_and_base_env_does_not(tiny):
+    runner, sha = tiny
+    runner.base_env = {"SHARED": "from-runner", "LEVEL": "from-runner"}
+    runner.force_env = {"LEVEL": "forced"}
+    payload = workflow_dispatch_payload(repository="acme/models", inputs={"who": "x"})
+    run = runner.run("workflow_dispatch", payload, sha=sha, ref="refs/heads/main", inputs={"who": "x"})
+    assert "shared=from-step level=forced" in run.jobs["first"].step("contract").stdout
+
+
 def test_matrix_from_outputs_failure_stops_steps_and_always_runs(tiny):
     runner, sha = tiny
     payload = workflow_dispatch_payload(repository="acme/models", inputs={"who": "x"})
@@ -181,6 +190,7 @@ def test_venv_shim_makes_make_install_a_noop_and_runs_the_checkouts_code(tmp_pat
     install_venv_shim(repo)
     proc = subprocess.run(["make", "-n", "install"], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0 and "pip install" not in proc.stdout, proc.stdout
+    assert "skew" not in proc.stderr and "future" not in proc.stderr, proc.stderr
     proc = subprocess.run([str(repo / ".venv/bin/promotion"), "validate"], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "environment file(s)" in proc.stdout
