@@ -11,8 +11,9 @@ MLflow sqlite registry with two ``tiny`` fraud-detector versions, then measures:
    between the two services (same moments, same load, about one request in flight per
    service: below saturation, so the figure is the router's own cost, not queueing);
    the p95 under 8 such clients (saturated, mostly queueing) is printed alongside;
-2. storm: 50 weight changes (0<->100 flips among them) while 8 clients keep sending over
-   connections pinned 4 per worker (so every worker keeps serving); failed client
+2. storm: 50 weight changes (0<->100 flips among them) while 8 clients keep sending
+   (200 requests/s in all, a production-like load below saturation) over connections
+   pinned 4 per worker (so every worker keeps serving); failed client
    requests, misrouted requests (a response on a version whose weight was 0 in the
    generation that served it), and for each change and each worker the time from sending
    the admin call to the first response that worker served with it;
@@ -42,7 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CLIENTS = 8          # saturating load: throughput and storm
+CLIENTS = 8          # saturating load: throughput
+STORM_RATE = 200.0   # storm: 8 concurrent clients sending 200 requests/s in all (production-like, not saturating)
 WARMUP_S = 2.0
 ROUND_S = 1.0        # overhead: short alternating rounds, so machine noise hits both services alike
 ROUNDS = 12          # per service
@@ -128,9 +130,10 @@ class Conn:
 
 
 def closed_loop(port: int, seconds: float, clients: int = CLIENTS, on_response=None, keyed: bool = True,
-                until: threading.Event | None = None, conns: list | None = None):
-    """``clients`` threads sending back to back for ``seconds`` (or until ``until`` is set),
-    over ``conns`` if given (one per client); returns (latencies, failures, elapsed)."""
+                until: threading.Event | None = None, conns: list | None = None, rate: float | None = None):
+    """``clients`` threads sending back to back (or each at ``rate`` requests/s) for
+    ``seconds`` (or until ``until`` is set), over ``conns`` if given (one per client);
+    returns (latencies, failures, elapsed)."""
     if conns is not None:
         clients = len(conns)
     body = json.dumps({"features": FEATURES}).encode()
@@ -141,7 +144,13 @@ def closed_loop(port: int, seconds: float, clients: int = CLIENTS, on_response=N
     def client(i: int) -> None:
         conn = conns[i] if conns is not None else Conn(port)
         rnd = random.Random(i)
+        next_at = time.monotonic()
         while (until.is_set() is False) if until is not None else (time.monotonic() < deadline):
+            if rate:
+                next_at += 1.0 / rate
+                pause = next_at - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
             key = f"user-{rnd.randrange(1_000_000)}" if keyed else None
             t0 = time.perf_counter()
             try:
@@ -318,7 +327,8 @@ def main() -> int:
         conns = pinned(router_port, PER_WORKER)
         loader = threading.Thread(target=lambda: result.update(zip(
             ("lat", "failed", "elapsed"),
-            closed_loop(router_port, 0, on_response=on_response, until=storm_over, conns=conns))))
+            closed_loop(router_port, 0, on_response=on_response, until=storm_over, conns=conns,
+                        rate=STORM_RATE / len(conns)))))
         loader.start()
         time.sleep(0.5)
         try:
@@ -348,7 +358,7 @@ def main() -> int:
                 misrouted += 1
         storm_failed = result["failed"]
         storm_apply_ms_max = max(apply_ms)
-        print(f"storm: {len(conns)} clients pinned {PER_WORKER} per worker, "
+        print(f"storm: {len(conns)} clients pinned {PER_WORKER} per worker at {STORM_RATE:.0f} req/s in all, "
               f"{len(seen)} requests over {len(pids)} workers, {STORM_CHANGES} changes, "
               f"{storm_failed} failed, {misrouted} misrouted, apply max {storm_apply_ms_max:.1f} ms "
               f"(median {sorted(apply_ms)[len(apply_ms) // 2]:.1f} ms); admin call max {max(admin_ms):.1f} ms "

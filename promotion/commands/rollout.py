@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from promotion.commands._common import append_step_summary, emit_json, project
@@ -24,13 +25,17 @@ def run(args) -> int:
 
     proj = project(args)
     ctx = Context.build(proj, args.env, events_file=args.events)
-    if not args.quiet:
+    view = contextlib.nullcontext()
+    if not args.quiet and not args.json and sys.stdout.isatty():
+        view = _live_view(ctx)  # a terminal: one table, redrawn each tick
+    elif not args.quiet:
         def show(st, entry):
             line = event_line(entry)
             if line:
                 print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
         ctx.listeners.append(show)
-    final = run_rollout(ctx, max_seconds=args.max_seconds)
+    with view:
+        final = run_rollout(ctx, max_seconds=args.max_seconds)
     if final is None:
         msg = f"{args.env} already runs v{ctx.env.model.version}: nothing to roll out"
         emit_json({"env": args.env, "phase": "up_to_date", "version": ctx.env.model.version}) if args.json else print(msg)
@@ -39,3 +44,22 @@ def run(args) -> int:
     if args.json:
         emit_json(final.to_dict())
     return 0 if final.phase.value == "promoted" else 1
+
+
+@contextlib.contextmanager
+def _live_view(ctx):
+    """A rich Live table fed by the controller's events; the final table stays on screen."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from promotion.rollout.report import LiveView
+
+    view = LiveView()
+    live = Live(console=Console(), refresh_per_second=4, transient=False)
+
+    def update(st, entry):
+        live.update(view.update(st, entry), refresh=True)
+
+    ctx.listeners.append(update)
+    with live:
+        yield

@@ -179,7 +179,7 @@ def _shadow(ctx: Context, st: RolloutState) -> None:
     seen = actions.shadow_agreement(st.step_baseline, snap, st.canary)
     elapsed = ctx.clock() - (st.step_started_at or ctx.clock())
     st.last_snapshot = snap.to_dict()
-    ctx.emit(st, "shadow_observed", percent=shadow["percent"], seconds=round(elapsed, 2), **seen)
+    ctx.emit(st, "shadow_observed", version=st.canary, percent=shadow["percent"], seconds=round(elapsed, 2), **seen)
     # no mirrored request is no data: it neither passes nor fails the shadow
     need = max(1, int(shadow["min_requests"]))
     row = {"step": "shadow", "weight": 0.0, "seconds": round(elapsed, 2), "shadow_percent": shadow["percent"],
@@ -270,11 +270,26 @@ def _set_routes(ctx: Context, st: RolloutState, routes: dict[int, float], shadow
     return seconds
 
 
-def _begin_window(ctx: Context, st: RolloutState) -> None:
+def _begin_window(ctx: Context, st: RolloutState, *, keep_step: bool = False) -> None:
+    """Start measuring from now: the analysis window always, the step's clock and counts
+    unless ``keep_step`` (a resume that found traffic as the saved step left it)."""
     snap = ctx.metrics.snapshot().to_dict()
-    st.step_baseline = snap
     st.last_snapshot = snap
-    st.step_started_at = ctx.clock()
+    if not keep_step or st.step_baseline is None or st.step_started_at is None:
+        st.step_baseline = snap
+        st.step_started_at = ctx.clock()
+
+
+def _live_matches(ctx: Context, routes: dict[int, float], shadow_version: int | None) -> bool:
+    """Whether the endpoint already serves ``routes`` (and that shadow); False if unknown."""
+    try:
+        live = ctx.traffic.routing()
+    except Error:
+        return False
+    served = {int(k): float(v) for k, v in live.routes.items() if float(v) > 0}
+    live_shadow = (live.shadow or {}).get("version")
+    return served == {v: float(w) for v, w in routes.items() if w > 0} and (
+        (int(live_shadow) if live_shadow is not None else None) == shadow_version)
 
 
 def _step_routes(st: RolloutState) -> dict[int, float]:
@@ -292,15 +307,24 @@ def _enter_step(ctx: Context, st: RolloutState, index: int) -> None:
 
 def _reassert(ctx: Context, st: RolloutState) -> None:
     """After a crash, make traffic match the saved state again, and measure afresh:
-    what was served between the last save and the crash cannot be attributed."""
+    what was served between the last save and the crash is left out of the analysis.
+
+    The step keeps its clock (hold) and its request count when the endpoint still serves
+    what the saved step set; otherwise (the crash came between saving a new step and
+    applying it) the step starts over. Without that, a rollout resumed often enough
+    would never complete a hold.
+    """
     if st.phase is Phase.PROGRESSING:
-        _set_routes(ctx, st, _step_routes(st))
-        _begin_window(ctx, st)
+        routes = _step_routes(st)
+        kept = _live_matches(ctx, routes, None)
+        _set_routes(ctx, st, routes)
+        _begin_window(ctx, st, keep_step=kept)
     elif st.phase is Phase.SHADOW:
         shadow = shadow_phase(ctx.policy) or shadow_phase_defaults()
+        kept = _live_matches(ctx, {st.champion: 100.0}, st.canary)
         _set_routes(ctx, st, {st.champion: 100.0},
                     shadow={"version": st.canary, "percent": shadow["percent"], "digest": st.canary_digest})
-        _begin_window(ctx, st)
+        _begin_window(ctx, st, keep_step=kept)
     elif st.phase is Phase.ROLLING_BACK and st.champion is not None:
         _set_routes(ctx, st, {st.champion: 100.0})
     elif st.phase is Phase.PROMOTING:

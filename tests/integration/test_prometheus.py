@@ -1,9 +1,10 @@
-"""A real Prometheus server scrapes a loopback endpoint serving the service's metric
-contract; PrometheusProvider must read back exactly what was served.
+"""A real Prometheus server scrapes the service's metric contract; PrometheusProvider
+must read back exactly what was served.
 
-The endpoint is the ``service_metrics`` fixture: a tiny http.server with a
-prometheus_client registry. To test against the real service instead, make that
-fixture start ``bentoml serve`` and return its base URL and a way to send traffic.
+Two endpoints: a tiny http.server with a prometheus_client registry (exact counts, no
+model), and the real router under ``bentoml serve`` (2 workers) serving real clients at a
+weight split, one version failing for real; then a whole rollout measured through
+Prometheus (``metrics.source: prometheus``).
 """
 
 from __future__ import annotations
@@ -78,14 +79,15 @@ def service_metrics():
     svc.server.server_close()
 
 
-@pytest.fixture
-def prometheus(service_metrics, tmp_path):
+def start_prometheus(target: str, tmp_path):
+    """A Prometheus of our own (temp config and storage, free port) scraping ``target``
+    (host:port) every second as job ``fraud``; yields its URL, then stops exactly it."""
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: fraud\n    static_configs: [{{targets: ['{service_metrics.address}']}}]\n")
+        f"  - job_name: fraud\n    static_configs: [{{targets: ['{target}']}}]\n")
     proc = subprocess.Popen(
         [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{port}"],
@@ -105,6 +107,12 @@ def prometheus(service_metrics, tmp_path):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture
+def prometheus(service_metrics, tmp_path):
+    yield from start_prometheus(service_metrics.address, tmp_path)
 
 
 def wait_for(provider, version: int, requests: float, timeout: float = 20.0):
@@ -136,3 +144,154 @@ def test_a_selector_matching_nothing_is_no_data_not_success(service_metrics, pro
     service_metrics.serve(7, 5, 0, 0.004)
     wait_for(PrometheusProvider(prometheus, selector='job="fraud"'), 7, 5)
     assert PrometheusProvider(prometheus, selector='job="other"').snapshot().versions == {}
+
+
+# -- the real router under `bentoml serve` -----------------------------------------------
+
+TOKEN = "prometheus-test-token"
+POLICY = """apiVersion: promotion/v1
+environment: prod
+gates:
+  lineage: {}
+rollout:
+  strategy: steps
+  steps:
+    - {weight: 10, hold_s: 2, min_requests: 30, max_s: 90}
+    - {weight: 50, hold_s: 2, min_requests: 30, max_s: 90}
+    - {weight: 100, hold_s: 2, min_requests: 30, max_s: 90}
+  interval_s: 1
+slo:
+  error_rate_max: 0.05
+  latency_p95_ms_max: 250
+  min_requests: 30
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A promotion repo, a real MLflow registry (v1, v2 tiny; v3 needs ``session_risk``),
+    `bentoml serve` with 2 workers, and a Prometheus scraping it; prod reads Prometheus."""
+    from promotion._internal.git import Git
+    from promotion.registry import Registry
+    from services.fraud import data
+    from services.router.process import start_service
+    from tests.conftest import make_repo
+    from tests.support.fraud_versions import register_extra_feature, register_tiny
+
+    root = tmp_path_factory.mktemp("prometheus-bentoml")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PROMOTION_STATE", str(root / "state"))
+    mp.setenv("PROMOTION_ADMIN_TOKEN", TOKEN)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        mp.setenv(var, "Test")
+    for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        mp.setenv(var, "t@example.invalid")
+    repo = make_repo(root / "repo")
+    registry = Registry(root=repo)
+    versions = {"v1": register_tiny(registry).version, "v2": register_tiny(registry).version,
+                "bad": register_extra_feature(registry).version}
+    port = free_port()
+    service = start_service(port, root / "state" / "service", registry.uri, TOKEN, workers=2, ready=False)
+    gen = start_prometheus(f"127.0.0.1:{port}", root)
+    try:
+        url = next(gen)
+        env_file = repo / "environments" / "prod.yaml"
+        text = env_file.read_text().replace("127.0.0.1:3000", f"127.0.0.1:{port}")
+        text = text[:text.index("metrics:")] + f"metrics:\n  source: prometheus\n  url: {url}\n  selector: 'job=\"fraud\"'\n"
+        env_file.write_text(text)
+        (repo / "policies" / "prod.yaml").write_text(POLICY)
+        Git(repo).commit("prod reads the test Prometheus", ["environments/prod.yaml", "policies/prod.yaml"])
+        rows = data.generate(2000, seed=5)[list(data.FEATURES)].to_dict("records")  # no session_risk
+        yield {"repo": repo, "registry": registry, "service": service, "prometheus": url, "versions": versions,
+               "rows": rows}
+    finally:
+        gen.close()
+        service.stop()
+        mp.undo()
+
+
+def _settled(provider, expect: dict[int, float], timeout: float = 30.0):
+    """The first snapshot whose request counts equal ``expect`` (Prometheus lags a scrape)."""
+    deadline = time.time() + timeout
+    snap = None
+    while time.time() < deadline:
+        snap = provider.snapshot()
+        if all(snap.versions.get(v) is not None and snap.versions[v].requests == n for v, n in expect.items()):
+            return snap
+        time.sleep(0.5)
+    got = {v: (snap.versions[v].requests if snap and v in snap.versions else None) for v in expect}
+    pytest.fail(f"prometheus never showed {expect}; last {got}")
+
+
+def test_provider_matches_what_clients_of_the_real_router_observed(served):
+    from promotion._internal.loadgen import Load
+    from promotion.traffic.bentoml_router import BentoMLRouter
+
+    v1, bad = served["versions"]["v1"], served["versions"]["bad"]
+    registry, service = served["registry"], served["service"]
+    router = BentoMLRouter(service.url, TOKEN)
+    digests = {v: registry.version("fraud-detector", v).digest for v in (v1, bad)}
+    router.wait_applied(router.set_routing({v1: 70.0, bad: 30.0}, digests).generation, 60)
+    provider = PrometheusProvider(served["prometheus"], selector='job="fraud"')
+    time.sleep(2.5)  # let a scrape see the service's state before the traffic
+    before = provider.snapshot()
+
+    load = Load(service.url, served["rows"], rate=120, threads=4).start()
+    time.sleep(5)
+    load.stop()
+    seen = load.totals()
+    # clients see a 200 from v1, and a 400 from the version that needs session_risk
+    assert set(seen["served"]) == {str(v1)} and set(seen["failures"]) == {"400"}, seen
+    n1, failed = seen["served"][str(v1)], seen["failed"]
+    assert n1 > 200 and failed > 60
+
+    start = {v: c.requests for v, c in before.versions.items()}
+    after = _settled(provider, {v1: start.get(v1, 0) + n1, bad: start.get(bad, 0) + failed})
+    w = window(before, after)
+    assert (w.get(v1).requests, w.get(v1).errors) == (n1, 0)
+    assert (w.get(bad).requests, w.get(bad).errors) == (failed, failed)
+    assert w.get(bad).errors_by_kind == {"input": failed}
+    assert w.get(v1).latency_count == n1 and w.get(v1).latency_quantile(0.95) < 0.25
+    # the split the router was told, within chance (binomial, 4 standard deviations)
+    n = n1 + failed
+    assert abs(failed / n - 0.30) < 4 * (0.3 * 0.7 / n) ** 0.5
+
+
+def test_rollout_measured_through_prometheus_promotes_a_healthy_canary(served, capsys):
+    from promotion._internal.envfile import set_model
+    from promotion._internal.git import Git
+    from promotion._internal.loadgen import Load
+    from promotion.cli import main
+    from promotion.config import Project
+    from promotion.records import RecordStore
+    from promotion.traffic import backend_for
+
+    repo, registry = served["repo"], served["registry"]
+    v1, v2 = served["versions"]["v1"], served["versions"]["v2"]
+
+    def propose(version):
+        set_model(repo / "environments" / "prod.yaml", version, registry.version("fraud-detector", version).digest)
+        Git(repo).commit(f"promote prod to v{version}", ["environments/prod.yaml"])
+
+    propose(v1)
+    assert main(["--root", str(repo), "rollout", "prod"]) == 0  # first deployment: v1 alone
+    load = Load(served["service"].url, served["rows"], rate=100, threads=4).start()
+    try:
+        propose(v2)
+        assert main(["--root", str(repo), "rollout", "prod", "--max-seconds", "240"]) == 0, capsys.readouterr().out
+    finally:
+        load.stop()
+    out = capsys.readouterr().out
+    assert "10%" in out and "50%" in out and "promoted" in out
+    env = Project(repo).environment("prod")
+    assert env.metrics_source == "prometheus"
+    assert {v: w for v, w in backend_for(env).routing().routes.items() if w > 0} == {v2: 100.0}
+    assert load.totals()["failed"] == 0
+    record = RecordStore(repo, "prod").latest()
+    assert record.action == "promote" and record.version == v2
+    steps = record.predicate["steps"]
+    assert [s["weight"] for s in steps] == [10.0, 50.0, 100.0]
+    # each step's numbers came from Prometheus, and they are the traffic the clients sent
+    assert all(s["canary_requests"] >= 30 for s in steps)
+    assert load.totals()["served"].get(str(v2), 0) >= sum(s["canary_requests"] for s in steps[:2])

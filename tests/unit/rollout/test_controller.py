@@ -147,11 +147,27 @@ def test_resume_after_every_tick_converges(repo, registry):
             same = ("id", "phase", "step", "weight", "champion", "canary", "steps", "record_path")
             assert {k: resumed.to_dict()[k] for k in same} == {k: st.to_dict()[k] for k in same}
             if resumed.phase is Phase.PROGRESSING:
-                # traffic re-asserted to the saved step, measured afresh from the resume
+                # traffic re-asserted to the saved step; the step keeps its clock (traffic
+                # never left it), the analysis window starts afresh from the resume
                 assert router.weights().get(2) == resumed.weight
-                assert resumed.step_started_at == clock()
+                assert resumed.step_started_at == st.step_started_at
+                assert resumed.last_snapshot["taken_at"] == clock()
             st = resumed
+        assert n < 200
     assert st.phase is Phase.PROMOTED and n > 3
+
+
+def test_resume_restarts_a_step_whose_weights_never_reached_the_service(repo, registry):
+    """Killed after saving step 1's intent but before routing it: the step starts over."""
+    ctx, router, service, clock = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
+    st = tick(ctx, start(ctx))
+    assert st.phase is Phase.PROGRESSING and router.weights() == {1: 95.0, 2: 5.0}
+    clock.advance(30)
+    router.set_routing({1: 100.0}, {1: registry[1][1]})  # what the service serves after such a crash
+    resumed = start(Context(**{**ctx.__dict__}))
+    assert router.weights() == {1: 95.0, 2: 5.0}
+    assert resumed.step_started_at == clock() > st.step_started_at
+    assert resumed.step_baseline == resumed.last_snapshot
 
 
 def test_operator_stop_aborts_and_changes_nothing_more(repo, registry):

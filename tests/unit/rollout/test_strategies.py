@@ -12,6 +12,7 @@ from promotion._internal.git import Git
 from promotion.config import Project
 from promotion.records import RecordStore, verify_record
 from promotion.rollout import Context, Phase, StateStore, start, tick
+from promotion.rollout.report import summary_markdown
 from promotion.rollout.schedule import steps_for
 from promotion.rollout.state import EventLog
 from tests.unit.rollout.conftest import Clock, RouterDouble, SimulatedService, git_log
@@ -146,6 +147,9 @@ def test_blue_green_validates_in_shadow_then_flips_0_to_100(repo, registry):
     assert [s and s["version"] for s in router.shadows] == [None, 2, None]
     assert [s["weight"] for s in _record(repo, st).predicate["steps"]] == [0.0, 100.0]
     assert ctx.registry.alias("fraud-detector", "prod") == 2
+    md = summary_markdown(st)
+    assert re.findall(r"^### (.*)$", md, flags=re.M)[:2] == ["Shadow phase: pass", "Step 1: 100%: pass"]
+    assert "```mermaid" in md
 
 
 def test_blue_green_flips_back_at_once_when_the_new_version_fails(repo, registry):
@@ -156,7 +160,7 @@ def test_blue_green_flips_back_at_once_when_the_new_version_fails(repo, registry
     # the tick that decided flipped every request back in one routing change
     assert router.history[-2:] == [{1: 0.0, 2: 100.0}, {1: 100.0}]
     assert st.switch_seconds is not None and st.switch_seconds < 1.0
-    assert "error rate" in st.reason
+    assert "error-rate SLO breached" in st.reason
     st = tick(ctx, st)
     assert st.phase is Phase.ROLLED_BACK and Project(repo).environment("prod").model.version == 1
     assert [s["verdict"] for s in RecordStore(repo, "prod").latest().predicate["steps"]] == ["pass", "fail"]
