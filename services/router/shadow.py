@@ -66,9 +66,20 @@ class ShadowMirror:
         m = self.metrics
         model = items[0][0]
         v = str(model.version)
+        # the shadow builds its own rows: it may need other features than the served version
+        rows, usable = [], []
+        for item in items:
+            try:
+                rows.append(model.row(item[2]))
+                usable.append(item)
+            except Exception:  # the request lacks what the shadow needs: the shadow fails it
+                m.child(m.errors, v, "shadow").inc()
+        if not usable:
+            return
+        items = usable
         t0 = time.perf_counter()
         try:
-            scores = model.predict_many(np.concatenate([row for _, row, _, _ in items]))
+            scores = model.predict_many(np.concatenate(rows))
         except Exception:  # a failing shadow is reported, never raised into serving
             m.child(m.errors, v, "shadow").inc(len(items))
             return
