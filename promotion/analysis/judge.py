@@ -280,8 +280,9 @@ class CanaryAnalysis:
         ratio = math.inf if rb == 0 else rc / rb
         if ratio < self.settings.error_rate_ratio:
             return []
+        times = "the champion had none" if math.isinf(ratio) else f"{ratio:.2f}x >= {self.settings.error_rate_ratio:g}x"
         return [f"error rate regressed: canary {rc:.2%} vs champion {rb:.2%} over {t['canary_requests']:,.0f} / "
-                f"{t['champion_requests']:,.0f} requests, {ratio:.2f}x >= {self.settings.error_rate_ratio:g}x "
+                f"{t['champion_requests']:,.0f} requests, {times} "
                 f"(e={e_value(self.errors_vs_champion.log_value):.3g} >= {threshold:g})"]
 
     def _latency(self, c: VersionCounters, b: VersionCounters) -> list[str]:
