@@ -179,14 +179,9 @@ def served(tmp_path_factory):
     from tests.support.fraud_versions import register_extra_feature, register_tiny
 
     root = tmp_path_factory.mktemp("prometheus-bentoml")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PROMOTION_STATE", str(root / "state"))
-    mp.setenv("PROMOTION_ADMIN_TOKEN", TOKEN)
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
-        mp.setenv(var, "Test")
-    for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
-        mp.setenv(var, "t@example.invalid")
+    from tests.support.world import isolated_env
+
+    mp = isolated_env(root, TOKEN)
     repo = make_repo(root / "repo")
     registry = Registry(root=repo)
     versions = {"v1": register_tiny(registry).version, "v2": register_tiny(registry).version,

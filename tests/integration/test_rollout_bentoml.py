@@ -73,13 +73,9 @@ def world(tmp_path_factory):
     from tests.support.fraud_versions import EXTRA_FEATURE, register_extra_feature, register_tiny
 
     root = tmp_path_factory.mktemp("rollout-e2e")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PROMOTION_STATE", str(root / "state"))
-    mp.setenv("PROMOTION_ADMIN_TOKEN", TOKEN)
-    for var, val in (("GIT_AUTHOR_NAME", "Test"), ("GIT_AUTHOR_EMAIL", "t@example.invalid"),
-                     ("GIT_COMMITTER_NAME", "Test"), ("GIT_COMMITTER_EMAIL", "t@example.invalid")):
-        mp.setenv(var, val)
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from tests.support.world import isolated_env
+
+    mp = isolated_env(root, TOKEN)
     repo = make_repo(root / "repo")
     registry = Registry(root=repo)
     versions = {"v1": register_tiny(registry).version, "v2": register_tiny(registry).version}
