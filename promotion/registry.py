@@ -126,11 +126,6 @@ class Registry:
             digest=tags.get("artifact_digest"),
         )
 
-    def versions(self, name: str) -> list[int]:
-        with _translated(f"model {name}"):
-            found = self.client.search_model_versions(f"name='{name}'")
-        return sorted(int(v.version) for v in found)
-
     def alias(self, name: str, alias: str) -> int | None:
         """The version holding ``alias``, or None."""
         from mlflow.exceptions import MlflowException

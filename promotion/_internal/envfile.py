@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
+from promotion._internal.atomic import atomic_write
 from promotion.errors import ConfigError
 
 
@@ -31,18 +30,3 @@ def set_model(path: str | Path, version: int, digest: str) -> bool:
     yaml.dump(doc, out)
     atomic_write(path, out.getvalue())
     return True
-
-
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new file, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

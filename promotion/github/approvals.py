@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from promotion._internal.atomic import atomic_write
 from promotion.errors import GitHubError
 from promotion.github import codeowners
 from promotion.github.client import GitHubClient, NotFound
@@ -259,9 +260,7 @@ def record_local(state: Path, env_name: str, version: int, digest: str, by: str)
                  and not (str(e.get("by", "")).lower() == by.lower() and e.get("digest") == digest)]
     approvals.append({"by": by, "digest": digest, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     data["approvals"] = approvals
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
     return path, len({e["by"].lower() for e in approvals if e.get("digest") == digest})
 
 

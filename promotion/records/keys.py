@@ -13,6 +13,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from promotion._internal.atomic import atomic_write
 from promotion.errors import BadInput, RecordError
 
 ENV_VAR = "PROMOTION_SIGNING_KEY"
@@ -68,12 +69,7 @@ def generate(root: str | Path, *, replace: bool = False):
     signer = CryptoSigner.generate_ed25519()
     pem = signer._private_key.private_bytes(  # the public API offers only the pyca object
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    os.replace(tmp, path)
+    atomic_write(path, pem, mode=0o600)  # private: readable by its owner only
     return signer
 
 
@@ -90,7 +86,6 @@ def register(root: str | Path, signer, *, valid_from: datetime | None = None) ->
     Returns the paths written (empty when the key was already trusted). A retired key
     raises :class:`RecordError`: it must not sign again.
     """
-    from promotion.records.store import atomic_write
     from promotion.records.trust import Trust, TrustedKey
 
     root = Path(root)

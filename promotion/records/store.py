@@ -6,20 +6,11 @@ import json
 import os
 from pathlib import Path
 
-from promotion._internal.digest import bytes_digest
 from promotion.errors import RecordError, VerificationError
 from promotion.records.chain import link_problems, parse_name, record_name, records_dir
 from promotion.records.statement import ACTIONS, PAYLOAD_TYPE, build_statement, encode
 from promotion.records.trust import KEYS_DIR, TRUST_FILE, Trust
 from promotion.records.verify import VerifiedRecord, verify_bytes, verify_record
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _create_new(path: Path, data: bytes) -> None:

@@ -160,7 +160,7 @@ class Trust:
         return _HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
     def save(self, root: str | Path) -> Path:
-        from promotion.records.store import atomic_write
+        from promotion._internal.atomic import atomic_write
 
         path = Path(root) / TRUST_FILE
         atomic_write(path, self.to_yaml().encode())

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promotion._internal.envfile import atomic_write
+from promotion._internal.atomic import atomic_write
 from promotion._internal.paths import state_dir
 from promotion.errors import RolloutError
 from promotion.rollout.phases import Phase

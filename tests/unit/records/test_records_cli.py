@@ -43,6 +43,9 @@ def test_keys_create_rotate_list(repo, capsys):
     old = record(repo, 3)
     code, out, _ = run(repo, capsys, "keys", "rotate")
     assert code == 0 and "retired key" in out
+    from promotion.records.keys import private_key_path
+
+    assert oct(private_key_path(repo).stat().st_mode & 0o777) == "0o600"  # the new key too
     record(repo, 4)
     code, out, _ = run(repo, capsys, "keys", "list", "--json")
     listed = json.loads(out)["keys"]
