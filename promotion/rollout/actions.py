@@ -95,9 +95,10 @@ def shadow_agreement(baseline: dict | None, snap, version: int) -> dict[str, Any
     if c is None:
         return {"requests": 0, "agreement": None, "errors": 0}
     compared = c.shadow_agree + c.shadow_disagree
-    # answered but not compared, or failed outright: either way the shadow did not deliver
-    errors = max(c.shadow_requests - compared, 0.0) + max(c.errors_by_kind.get("shadow", 0.0), 0.0)
-    requests = max(c.shadow_requests, compared) + max(c.errors_by_kind.get("shadow", 0.0), 0.0)
+    # failures are the router's errors of kind "shadow"; answered-but-not-yet-compared is
+    # only a scrape landing between two counter updates of one batch, not a failure
+    errors = max(c.errors_by_kind.get("shadow", 0.0), 0.0)
+    requests = max(c.shadow_requests, compared) + errors
     return {"requests": int(requests), "agreement": round(c.shadow_agree / compared, 5) if compared else None,
             "errors": int(errors)}
 
