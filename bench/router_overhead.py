@@ -4,22 +4,28 @@ Starts two real ``bentoml serve`` processes (2 workers each) on loopback over a 
 MLflow sqlite registry with two ``tiny`` fraud-detector versions, then measures:
 
 1. overhead: throughput under a saturating closed-loop load (8 keep-alive clients) in
-   short alternating rounds (ABBA...) against the plain service (``services/router/plain.py``,
-   version 1) and the router (95/5 between versions 1 and 2, sticky keys); the ratio is the
-   median of the per-round-pair ratios, so a burst of other load on the machine hits one
-   pair, not the figure. Added p95 latency: 2 clients each alternate request by request
-   between the two services (same moments, same load, about one request in flight per
-   service: below saturation, so the figure is the router's own cost, not queueing);
-   the p95 under 8 such clients (saturated, mostly queueing) is printed alongside;
-2. storm: 50 weight changes (0<->100 flips among them) while 8 clients keep sending
-   (200 requests/s in all, a production-like load below saturation) over connections
-   pinned 4 per worker (so every worker keeps serving); failed client
-   requests, misrouted requests (a response on a version whose weight was 0 in the
-   generation that served it), and for each change and each worker the time from sending
-   the admin call to the first response that worker served with it;
+   short rounds against 3 instances each of the plain service (``services/router/plain.py``,
+   version 1) and the router (95/5 between versions 1 and 2, sticky keys), all six measured
+   one after another in every round (order reversed every other round). A round's figure
+   per service is the median over its instances and the ratio is the median over rounds:
+   a burst of other load on the machine hits one round, and one instance that runs slow
+   for its whole life (it happens on this virtual machine, to identical processes) moves
+   the figure much less than with one instance each. Server CPU per request over the same rounds is printed beside it:
+   a figure machine noise moves much less than throughput. Added p95 latency: 2 clients
+   each alternate request by request between the two services (same moments, same load,
+   about one request in flight per service: below saturation, so the figure is the
+   router's own cost, not queueing); the p95 under 8 such clients (saturated, mostly
+   queueing) is printed alongside;
+2. storm: 50 weight changes (0<->100 flips among them) while 8 clients send back to back
+   (saturating both workers) over connections pinned 4 per worker (so every worker keeps
+   serving): failed client requests, misrouted requests (a response on a version whose
+   weight was 0 in the generation that served it), and for each change and each worker
+   the time from sending the admin call to the first response that worker served with it;
 3. shadow: the served path's p95 (client side, 2 closed-loop clients, below saturation) in
    short alternating rounds without a shadow and with 100% mirrored to version 2; the
    ratio is the median of the per-round-pair ratios (the pooled p95s are printed too).
+   One unmeasured round with mirroring on comes first, so the shadow processes have loaded
+   the shadow version before any round counts.
 
 Every figure is printed with its spread over rounds. Ends with one line::
 
@@ -44,16 +50,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CLIENTS = 8          # saturating load: throughput
-STORM_RATE = 200.0   # storm: 8 concurrent clients sending 200 requests/s in all (production-like, not saturating)
 WARMUP_S = 2.0
-ROUND_S = 1.0        # overhead: short alternating rounds, so machine noise hits both services alike
-ROUNDS = 12          # per service
+ROUND_S = 0.75       # overhead: short alternating rounds, so machine noise hits both services alike
+ROUNDS = 12          # per service instance
+INSTANCES = 3        # of each service, started side by side
 LAT_CLIENTS = 2      # latency: clients alternating between the two services (below saturation)
 PAIRED_S = 12.0
 SATURATED_S = 6.0    # the same with CLIENTS clients, printed for reference
 SHADOW_CLIENTS = 2
-SHADOW_ROUND_S = 1.5
-SHADOW_ROUNDS = 8    # per condition
+SHADOW_ROUND_S = 1.0
+SHADOW_ROUNDS = 24   # per condition
 STORM_CHANGES = 50
 STORM_GAP_S = 0.2
 PER_WORKER = CLIENTS // 2
@@ -164,7 +170,8 @@ def closed_loop(port: int, seconds: float, clients: int = CLIENTS, on_response=N
             lat[i].append(t1 - t0)
             if on_response is not None:
                 on_response(time.monotonic(), status, headers)
-        conn.close()
+        if conns is None:
+            conn.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     t0 = time.monotonic()
@@ -223,6 +230,24 @@ def pinned(port: int, per_worker: int, workers: int = 2, tries: int = 400) -> li
     return [c for cs in by_pid.values() for c in cs]
 
 
+def server_cpu(svc) -> float:
+    """CPU seconds used so far by the service's processes (server, workers, shadow processes)."""
+    import psutil
+
+    total = 0.0
+    try:
+        procs = [psutil.Process(svc.pid), *psutil.Process(svc.pid).children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def median(xs: list[float]) -> float:
     s = sorted(xs)
     n = len(s)
@@ -259,7 +284,7 @@ def main() -> int:
     os.environ["PROMOTION_STATE"] = str(tmp / "promotion")
     os.environ["BENTOML_HOME"] = str(tmp / "bentoml")
     from promotion.registry import Registry
-    from services.router.process import PLAIN, free_port, start_service
+    from services.router.process import PLAIN, _wait_http as wait_http, free_port, start_service
     from tests.support.fraud_versions import register_tiny
 
     t_setup = time.monotonic()
@@ -269,32 +294,63 @@ def main() -> int:
     print(f"registered versions {v1.version}, {v2.version} in {time.monotonic() - t_setup:.1f}s", flush=True)
 
     initial = json.dumps({"routes": {str(v1.version): 95, str(v2.version): 5}, "digests": digests})
-    plain_port, router_port = free_port(), free_port()
     services = []
     try:
-        services.append(start_service(plain_port, tmp / "plain", reg.uri, None, workers=2, target=PLAIN,
-                                      env_extra={"PROMOTION_PLAIN_VERSION": str(v1.version),
-                                                 "PROMOTION_PLAIN_DIGEST": v1.digest}))
-        services.append(start_service(router_port, tmp / "router", reg.uri, TOKEN, workers=2,
-                                      initial_routes=initial))
-        print(f"services up after {time.monotonic() - t_setup:.1f}s", flush=True)
+        # INSTANCES of each service: on this virtual machine one process can run 10-15% slower
+        # than an identical one for its whole life, which no number of rounds against a single
+        # pair averages out
+        starting = []
+        for i in range(INSTANCES):
+            starting.append(("plain", start_service(
+                free_port(), tmp / f"plain{i}", reg.uri, None, workers=2, target=PLAIN, wait=False,
+                env_extra={"PROMOTION_PLAIN_VERSION": str(v1.version), "PROMOTION_PLAIN_DIGEST": v1.digest})))
+            starting.append(("router", start_service(free_port(), tmp / f"router{i}", reg.uri, TOKEN, workers=2,
+                                                     initial_routes=initial, wait=False)))
+        services.extend(svc for _, svc in starting)
+        for name, svc in starting:
+            if name == "router":
+                svc.wait_up(180)
+            else:
+                wait_http(svc, "/readyz", 180)
+                svc.remember_descendants()
+        print(f"{len(starting)} services up after {time.monotonic() - t_setup:.1f}s", flush=True)
+        fleet = {"plain": [svc for n, svc in starting if n == "plain"],
+                 "router": [svc for n, svc in starting if n == "router"]}
+        plain_port, router_port = (int(fleet[k][0].url.rsplit(":", 1)[1]) for k in ("plain", "router"))
 
         # -- 1. overhead --------------------------------------------------------------
-        for port in (plain_port, router_port):
-            closed_loop(port, WARMUP_S)
-        tput: dict[str, list[float]] = {"plain": [], "router": []}
+        for _, svc in starting:
+            closed_loop(int(svc.url.rsplit(":", 1)[1]), WARMUP_S)
+        tput: dict[str, list[float]] = {"plain": [], "router": []}  # per round: median over instances
+        cpu = {"plain": [0.0, 0], "router": [0.0, 0]}  # server CPU seconds, requests
+        per_instance: dict[int, list[float]] = {}
         for i in range(ROUNDS):
-            order = (("plain", plain_port), ("router", router_port))
-            for name, port in order if i % 2 == 0 else order[::-1]:
-                lat, failed, elapsed = closed_loop(port, ROUND_S)
-                tput[name].append(len(lat) / elapsed)
+            order = starting if i % 2 == 0 else starting[::-1]
+            this_round: dict[str, list[float]] = {"plain": [], "router": []}
+            for name, svc in order:
+                c0 = server_cpu(svc)
+                lat, failed, elapsed = closed_loop(int(svc.url.rsplit(":", 1)[1]), ROUND_S)
+                cpu[name][0] += server_cpu(svc) - c0
+                cpu[name][1] += len(lat)
+                this_round[name].append(len(lat) / elapsed)
+                per_instance.setdefault(id(svc), []).append(len(lat) / elapsed)
                 if failed:
                     print(f"warning: {failed} failed requests against {name}")
+            for name in tput:
+                tput[name].append(median(this_round[name]))
         ratios = [r / p for p, r in zip(tput["plain"], tput["router"])]
         throughput_ratio = median(ratios)
-        print(f"throughput ({CLIENTS} clients, {ROUNDS} alternating rounds of {ROUND_S:.1f}s each): "
-              f"plain {spread(tput['plain'], '{:.0f}')} req/s | router {spread(tput['router'], '{:.0f}')} req/s | "
-              f"router/plain per round {spread(ratios)}", flush=True)
+        print(f"throughput ({CLIENTS} clients, {ROUNDS} rounds of {ROUND_S:.2f}s on each of {INSTANCES} instances "
+              f"per service, alternating order): plain {spread(tput['plain'], '{:.0f}')} req/s | "
+              f"router {spread(tput['router'], '{:.0f}')} req/s | router/plain per round {spread(ratios)}", flush=True)
+        print("  median req/s per instance: " + "; ".join(
+            f"{name} {k} {median(per_instance[id(svc)]):.0f}"
+            for k, (name, svc) in enumerate(starting)), flush=True)
+        cpu_ms = {name: 1000 * c / max(n, 1) for name, (c, n) in cpu.items()}
+        print(f"server CPU per request (all processes of all instances, same rounds): plain {cpu_ms['plain']:.3f} ms | "
+              f"router {cpu_ms['router']:.3f} ms | router/plain {cpu_ms['router'] / cpu_ms['plain']:.3f}", flush=True)
+        for svc in fleet["plain"][1:] + fleet["router"][1:]:  # the rest runs on one instance of each
+            svc.stop()
         lat_plain, lat_router = paired((plain_port, router_port), PAIRED_S, LAT_CLIENTS)
         p95_added_ms = (p95(lat_router) - p95(lat_plain)) * 1000
         sat_plain, sat_router = paired((plain_port, router_port), SATURATED_S, CLIENTS)
@@ -327,8 +383,7 @@ def main() -> int:
         conns = pinned(router_port, PER_WORKER)
         loader = threading.Thread(target=lambda: result.update(zip(
             ("lat", "failed", "elapsed"),
-            closed_loop(router_port, 0, on_response=on_response, until=storm_over, conns=conns,
-                        rate=STORM_RATE / len(conns)))))
+            closed_loop(router_port, 0, on_response=on_response, until=storm_over, conns=conns))))
         loader.start()
         time.sleep(0.5)
         try:
@@ -358,7 +413,7 @@ def main() -> int:
                 misrouted += 1
         storm_failed = result["failed"]
         storm_apply_ms_max = max(apply_ms)
-        print(f"storm: {len(conns)} clients pinned {PER_WORKER} per worker at {STORM_RATE:.0f} req/s in all, "
+        print(f"storm: {len(conns)} clients pinned {PER_WORKER} per worker, back to back, "
               f"{len(seen)} requests over {len(pids)} workers, {STORM_CHANGES} changes, "
               f"{storm_failed} failed, {misrouted} misrouted, apply max {storm_apply_ms_max:.1f} ms "
               f"(median {sorted(apply_ms)[len(apply_ms) // 2]:.1f} ms); admin call max {max(admin_ms):.1f} ms "
@@ -373,6 +428,9 @@ def main() -> int:
                   "on": {**base, "shadow": {"version": v2.version, "percent": 100, "digest": v2.digest}}}
         shadow_lat: dict[str, list[float]] = {"off": [], "on": []}
         shadow_p95: dict[str, list[float]] = {"off": [], "on": []}
+        state = admin(router_port, bodies["on"])  # warm-up, not measured
+        backend.wait_applied(state["generation"], 10)
+        closed_loop(router_port, SHADOW_ROUND_S, SHADOW_CLIENTS)
         for i in range(SHADOW_ROUNDS):
             for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
                 state = admin(router_port, bodies[name])

@@ -1,7 +1,7 @@
 """Per-worker heartbeat files: how a GET that reaches one worker can report on all of them.
 
 Each worker writes ``<state>/workers/<pid>.json`` (pid, applied generation, loaded
-versions, readiness, refusals, time) when it applies a change and about once a second.
+versions, readiness, refusals, time, pid of its shadow process) when it applies a change and about once a second.
 :func:`live` reads them back, skipping (and removing) files of processes that are gone.
 """
 
@@ -23,10 +23,11 @@ def directory(state_dir: str | Path) -> Path:
 
 
 def write(state_dir: str | Path, pid: int, generation: int, loaded: list[int], ready: bool,
-          refused: dict[int, str]) -> None:
+          refused: dict[int, str], shadow_pid: int | None = None) -> None:
     write_json_atomic(directory(state_dir) / f"{pid}.json", {
         "pid": pid, "generation": generation, "loaded": [str(v) for v in sorted(loaded)],
         "ready": ready, "refused": {str(v): r for v, r in refused.items()}, "seen_at": time.time(),
+        "shadow_pid": shadow_pid,
     }, durable=False)
 
 

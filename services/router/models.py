@@ -41,6 +41,11 @@ class LoadedModel:
     threshold: float
     features: tuple[str, ...]
 
+    @property
+    def key(self) -> str:
+        """Names this version and artifact (``<version>-<first 16 hex of the digest>``)."""
+        return f"{self.version}-{self.digest.partition(':')[2][:16]}"
+
     def row(self, features: Any):
         """The request's features as a 1-row float32 array in the model's feature order."""
         import numpy as np

@@ -17,10 +17,15 @@ from pathlib import Path
 import bentoml
 from starlette.responses import Response
 
+from services.router import runtime
+
+runtime.install_request_timeout()  # before BentoML builds the app: see services/router/runtime.py
+
 WORKERS = int(os.environ.get("PROMOTION_WORKERS", "2"))
+REQUEST_TIMEOUT_S = float(os.environ.get("PROMOTION_REQUEST_TIMEOUT_S", "60"))
 
 
-@bentoml.service(name="promotion_plain", workers=WORKERS, traffic={"timeout": 60})
+@bentoml.service(name="promotion_plain", workers=WORKERS, traffic={"timeout": REQUEST_TIMEOUT_S})
 class Plain:
     def __init__(self) -> None:
         from promotion.registry import Registry
@@ -30,6 +35,8 @@ class Plain:
                                  os.environ.get("PROMOTION_MODEL_NAME", "fraud-detector"),
                                  int(os.environ["PROMOTION_PLAIN_VERSION"]), os.environ["PROMOTION_PLAIN_DIGEST"],
                                  Path(os.environ["PROMOTION_SERVICE_STATE"]) / "artifacts")
+        self.pid = os.getpid()
+        runtime.freeze_startup_heap()
 
     @bentoml.api(route="/predict")
     async def predict(self, ctx: bentoml.Context, features: t.Optional[t.Dict[str, t.Any]] = None) -> dict:
@@ -42,4 +49,5 @@ class Plain:
             return Response(json.dumps({"error": {"kind": "input", "message": str(exc)}}), status_code=400,
                             media_type="application/json")
         body = {"version": self.model.version, "score": score, "label": int(score >= self.model.threshold)}
-        return Response(json.dumps(body), media_type="application/json")
+        return Response(json.dumps(body), media_type="application/json",
+                        headers={"X-Promotion-Worker": str(self.pid)})

@@ -10,8 +10,10 @@ For tests, the demo, the rollout controller and benches::
     finally:
         svc.stop()
 
-``bentoml serve`` runs in a new session (its own process group) so that :meth:`ServiceProcess.stop`
-can end exactly the group it created: the server and its workers, nothing else.
+``bentoml serve`` runs in a new session (its own process group). Its workers start their
+own sessions, so :meth:`ServiceProcess.stop` also ends, by PID, every process that was
+a descendant of the server it started (workers and their shadow processes), including
+ones left behind if the server itself was killed.
 """
 
 from __future__ import annotations
@@ -85,10 +87,21 @@ class ServiceProcess:
     log_path: Path
     workers: int
     _log: object = field(default=None, repr=False)
+    _descendants: dict = field(default_factory=dict, repr=False)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def remember_descendants(self) -> None:
+        """Note the server's current descendants (psutil handles survive PID reuse checks)."""
+        import psutil
+
+        try:
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                self._descendants[child.pid] = child
+        except psutil.Error:
+            pass
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -110,6 +123,7 @@ class ServiceProcess:
                     view = requests.get(self.url + "/admin/routing", timeout=2).json()
                     beats = view.get("workers", [])
                     if len(beats) >= self.workers and (not ready or all(b.get("ready") for b in beats)):
+                        self.remember_descendants()
                         return
             except (requests.RequestException, ValueError):
                 pass
@@ -117,7 +131,10 @@ class ServiceProcess:
         raise ServiceError(f"service at {self.url} not up after {timeout_s:.0f}s:\n{self.log_tail()}")
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Terminate the process group this object created, then reap it."""
+        """Terminate the server this object started, then every descendant it had."""
+        import psutil
+
+        self.remember_descendants()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -128,11 +145,19 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
-        # workers that outlived the arbiter still belong to the group we created
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        # workers run in sessions of their own: end by PID the ones that outlived the server
+        for child in self._descendants.values():
+            try:
+                if child.is_running():
+                    child.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(list(self._descendants.values()), timeout=5)
+        self._descendants.clear()
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -164,6 +189,7 @@ def start_service(port: int, state_dir: str | Path, tracking_uri: str | None, to
                 svc.wait_up(timeout_s, ready=ready)
             else:
                 _wait_http(svc, "/readyz", timeout_s)
+                svc.remember_descendants()
         except BaseException:
             svc.stop()
             raise

@@ -18,14 +18,13 @@ import json
 import logging
 import os
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from services.router import heartbeats, routing
+from services.router import heartbeats, routing, shadow
 from services.router import models as model_loading
 from services.router.inference_log import InferenceLog
 from services.router.models import DigestMismatch, InputError, LoadedModel, LoadError
@@ -34,7 +33,6 @@ from services.router.routing import RouteTable, RoutingInputError, RoutingState
 # A child of "bentoml" so that lines reach the server log under BentoML's logging config.
 log = logging.getLogger("bentoml.promotion_router")
 
-SWITCH_INTERVAL_S = 0.0005
 RETRY_S = 5.0  # how long a version that failed to load is left alone before retrying
 
 
@@ -104,12 +102,11 @@ class Worker:
         """Apply the persisted routing (loading its models), then watch for changes."""
         from services.router.shadow import ShadowMirror
 
-        # The event loop shares the GIL with the admin, watcher and shadow threads. With the
-        # default 5 ms switch interval each GIL hand-off back to a waiting thread can cost up to
-        # 5 ms, which adds up to hundreds of ms for an admin call under load and shows up in
-        # the served path's tail latency when shadowing. A shorter interval bounds both.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        self._shadow = ShadowMirror(self.metrics, self.inference_log.write, self.sample)
+        self._shadow = ShadowMirror(self.state_dir, self.metrics, self.sample)
+        try:
+            self._shadow.ensure_running()
+        except OSError:  # the watcher retries; until then mirrors are dropped and counted
+            log.exception("cannot start the shadow process")
         try:
             self.refresh(allow_load=True)
         except Exception:  # the thread retries; a worker without routing answers 503
@@ -144,6 +141,10 @@ class Worker:
                 self.refresh(allow_load=True)
             except Exception:
                 log.exception("routing refresh failed")
+            try:
+                self._shadow.ensure_running()
+            except OSError:
+                log.exception("cannot start the shadow process")
             now = time.monotonic()
             if self._beat_due or now - last_beat >= self.heartbeat_s:
                 self._write_heartbeat()
@@ -157,7 +158,8 @@ class Worker:
         applied = self.applied
         try:
             heartbeats.write(self.state_dir, self.pid, applied.generation if applied else 0,
-                             list(self.loaded), applied is not None, dict(self.refused))
+                             list(self.loaded), applied is not None, dict(self.refused),
+                             self._shadow.pid if self._shadow is not None else None)
         except OSError:
             log.exception("cannot write heartbeat")
 
@@ -229,8 +231,13 @@ class Worker:
             self._sig = sig
             self._pending_sig = None
             keep = set(needed) | (set(current.state.versions()) if current else set())
-            with self._load_lock:
-                self.loaded = {v: m for v, m in self.loaded.items() if v in keep}
+            # never wait here for a model load in progress (this may be the event loop):
+            # the next apply prunes instead
+            if self._load_lock.acquire(blocking=False):
+                try:
+                    self.loaded = {v: m for v, m in self.loaded.items() if v in keep}
+                finally:
+                    self._load_lock.release()
             self._beat_due = True
             self._wake.set()
             log.info("applied routing generation %s: %s shadow=%s", state.generation, state.routes,
@@ -251,6 +258,10 @@ class Worker:
                 self._beat_due = True
                 raise
             self.refused.pop(version, None)
+            try:
+                shadow.export(self.state_dir, m)
+            except OSError:  # serving does not need it; a shadow of this version counts errors
+                log.exception("cannot export version %s for shadow processes", version)
             self.loaded = {**self.loaded, version: m}
             return m
 
@@ -299,7 +310,7 @@ class Worker:
         m.child(m.requests, v).inc()
         m.child(m.latency, v).observe(time.perf_counter() - t0)
         if applied.shadow is not None and (applied.shadow_fraction >= 1.0 or random.random() < applied.shadow_fraction):
-            self._shadow.offer(applied.shadow, row, features, label)
+            self._shadow.offer(applied.shadow, features, label)
         if self.sample > 0 and random.random() < self.sample:
             self.inference_log.write(version, features, score, label)
         return 200, {"version": version, "score": score, "label": label}, applied.generation
@@ -323,10 +334,15 @@ class Worker:
             return False, "invalid token"
         return True, ""
 
-    def handle_set_routing(self, raw: bytes, authorization: str | None) -> tuple[int, dict]:
-        """Validate, verify, persist and apply a routing change; routing is unchanged on any error."""
-        from promotion.errors import RegistryError
+    def handle_set_routing(self, raw: bytes, authorization: str | None,
+                           inline: bool = False) -> tuple[int, dict] | None:
+        """Validate, verify, persist and apply a routing change; routing is unchanged on any error.
 
+        ``inline`` is for the event loop: it answers only calls that need no registry or
+        model loading (every version named is loaded with its digest, or the call is
+        refused before that) and returns None for the rest, which the caller hands to a
+        thread. Under load that saves the admin call many GIL hand-offs to a thread.
+        """
         ok, why = self.authorised(authorization)
         if not ok:
             return 401, _error("auth", why)
@@ -337,6 +353,25 @@ class Worker:
             msg = str(exc) if isinstance(exc, RoutingInputError) else f"body: not valid JSON ({exc})"
             return 400, _error("input", msg)
         needed = state.versions()
+        if inline:
+            if any(v not in self.loaded or self.loaded[v].digest != d for v, d in needed.items()):
+                return None
+        else:
+            error = self._load_for_admin(needed)
+            if error is not None:
+                return error
+        if any(str(v) in routing.load_refused(self.state_dir) for v in needed):
+            routing.record_refused(self.state_dir, {}, accepted=needed)
+        saved = routing.commit(self.state_dir, state)
+        # inline: a generation committed meanwhile by another worker may need a model
+        # loaded; the watcher thread does that, never the event loop
+        self.refresh(allow_load=not inline)
+        return 200, saved.to_json()
+
+    def _load_for_admin(self, needed: dict[int, str]) -> tuple[int, dict] | None:
+        """Check that every version exists, then fetch, verify and load it; an error answer or None."""
+        from promotion.errors import RegistryError
+
         for v, d in sorted(needed.items()):
             if v in self.loaded and self.loaded[v].digest == d:
                 continue  # loaded, hence known and verified
@@ -354,11 +389,7 @@ class Worker:
             return 409, _error("digest", str(exc))
         except LoadError as exc:
             return 503, _error("load", str(exc))
-        if any(str(v) in routing.load_refused(self.state_dir) for v in needed):
-            routing.record_refused(self.state_dir, {}, accepted=needed)
-        saved = routing.commit(self.state_dir, state)
-        self.refresh(allow_load=True)
-        return 200, saved.to_json()
+        return None
 
     def routing_view(self) -> dict[str, Any]:
         """The persisted routing plus what every live worker applies and has loaded."""

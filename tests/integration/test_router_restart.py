@@ -1,6 +1,13 @@
-"""Readiness without routing, and routing that survives a restart of ``bentoml serve``."""
+"""Readiness without routing, routing that survives a restart of ``bentoml serve``, and
+stopping that leaves no process behind."""
 
 from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
 
 import pytest
 import requests
@@ -50,3 +57,37 @@ def test_admin_writes_are_refused_when_no_token_is_configured(fr, tmp_path):
         assert requests.get(svc.url + "/admin/routing", timeout=5).json()["generation"] == 0
     finally:
         svc.stop()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:  # a zombie is gone for every purpose but its exit status
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_each_worker_has_an_idle_priority_shadow_process_and_a_killed_server_leaves_nothing(fr, tmp_path):
+    port = free_port()
+    svc = start_service(port, tmp_path, fr.uri, TOKEN, workers=2, initial_routes=json.dumps(fr.body({1: 100})))
+    try:
+        workers = requests.get(svc.url + "/admin/routing", timeout=5).json()["workers"]
+        worker_pids = [w["pid"] for w in workers]
+        shadow_pids = [w["shadow_pid"] for w in workers]
+        assert len(set(worker_pids)) == 2 and len(set(shadow_pids)) == 2 and None not in shadow_pids
+        assert all(os.sched_getscheduler(pid) == os.SCHED_IDLE for pid in shadow_pids)
+        os.kill(svc.pid, signal.SIGKILL)  # the server dies without stopping its workers
+        svc.proc.wait(timeout=10)
+        assert not any(_gone(pid) for pid in worker_pids)  # orphaned, in sessions of their own
+    finally:
+        svc.stop()
+    deadline = time.monotonic() + 10
+    while not all(_gone(pid) for pid in worker_pids + shadow_pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(pid) for pid in worker_pids + shadow_pids)
+    with socket.socket() as s:  # the port is free again
+        s.bind(("127.0.0.1", port))
