@@ -176,9 +176,10 @@ def test_shadow_is_mirrored_and_compared_without_changing_responses(svc, fr):
     before = metric(svc, "promotion_shadow_requests_total", version=2)
     responses = [predict(svc) for _ in range(50)]
     assert {r.json()["version"] for r in responses} == {1}
-    deadline = time.monotonic() + 5
+    # the shadow processes run at idle priority: on a busy machine they score later, not never
+    deadline = time.monotonic() + 60
     while metric(svc, "promotion_shadow_requests_total", version=2) - before < 50 and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.5)
     assert metric(svc, "promotion_shadow_requests_total", version=2) - before == 50
     # versions 1 and 2 are the same spec and data: they agree on every label
     assert metric(svc, "promotion_shadow_agreement_total", version=2, agree="true") >= 50
