@@ -89,31 +89,44 @@ class ShadowMirror:
     # -- lifecycle (worker threads) ------------------------------------------------------
 
     def ensure_running(self) -> None:
-        """Start the shadow process, or restart it if it died (called by the watcher thread)."""
+        """Start the shadow process, or restart it if it died (called by the watcher thread).
+
+        The new process is spawned outside the lock; only the swap of pipe ends happens
+        under it, so a request offering meanwhile waits for a few instructions, not a fork.
+        """
         with self._lock:
             if self._stopped or (self._proc is not None and self._proc.poll() is None):
                 return
             if self._proc is not None:
                 log.warning("shadow process %s exited with %s; restarting it", self._proc.pid, self._proc.returncode)
-                self._close_fd()
-            r, w = os.pipe()
-            try:
-                import fcntl
+        r, w = os.pipe()
+        try:
+            import fcntl
 
-                fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:  # capped by /proc/sys/fs/pipe-max-size: the default 64 KiB still works
-                pass
-            os.set_blocking(w, False)
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-            try:
-                self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "services.router.shadow", str(self.state_dir), repr(self.sample)],
-                    stdin=r, env=env, cwd=str(REPO_ROOT), close_fds=True)
-            finally:
-                os.close(r)
-            _lower_priority(self._proc.pid)  # from its first instruction, imports included
-            self._fd = w
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # capped by /proc/sys/fs/pipe-max-size: the default 64 KiB still works
+            pass
+        os.set_blocking(w, False)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "services.router.shadow", str(self.state_dir), repr(self.sample)],
+                stdin=r, env=env, cwd=str(REPO_ROOT), close_fds=True)
+        except BaseException:
+            os.close(w)
+            raise
+        finally:
+            os.close(r)
+        _lower_priority(proc.pid)  # from its first instruction, imports included
+        with self._lock:
+            if self._stopped:  # stopped while spawning: this process is not wanted
+                os.close(w)
+                proc.kill()
+                proc.wait(timeout=5)
+                return
+            self._close_fd()
+            self._proc, self._fd = proc, w
 
     @property
     def pid(self) -> int | None:
@@ -133,6 +146,8 @@ class ShadowMirror:
                 proc.wait(timeout=5)
 
     def _close_fd(self) -> None:
+        # under self._lock: a descriptor number is reused as soon as it is closed, and a
+        # request still holding the old number must not write a frame into whatever got it
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
@@ -140,12 +155,8 @@ class ShadowMirror:
     # -- request path ----------------------------------------------------------------------
 
     def offer(self, model, features: dict, served_label: int) -> None:
-        """Mirror one request to ``model``; never blocks."""
-        fd = self._fd
+        """Mirror one request to ``model``; never blocks (the lock is only held for a write)."""
         m = self.metrics
-        if fd is None:
-            self._drop(model)
-            return
         try:
             payload = marshal.dumps((model.key, tuple(features.get(n) for n in model.features), served_label))
         except ValueError:  # a value marshal cannot carry: the shadow cannot score this request
@@ -154,12 +165,16 @@ class ShadowMirror:
         if len(payload) + HEADER.size > MAX_FRAME:
             m.child(m.errors, str(model.version), "shadow").inc()  # too large to hand over atomically
             return
-        try:
-            os.write(fd, HEADER.pack(len(payload)) + payload)
-        except BlockingIOError:  # the pipe is full: the shadow is behind
-            self._drop(model)
-        except OSError:  # the process is gone (EPIPE) or the pipe was closed meanwhile
-            self._drop(model)
+        frame = HEADER.pack(len(payload)) + payload
+        with self._lock:
+            fd = self._fd
+            if fd is not None:
+                try:
+                    os.write(fd, frame)
+                    return
+                except OSError:  # full (BlockingIOError: the shadow is behind) or gone (EPIPE)
+                    pass
+        self._drop(model)
 
     def _drop(self, model) -> None:
         self.dropped += 1
