@@ -22,10 +22,9 @@ from services.router import runtime
 runtime.install_request_timeout()  # before BentoML builds the app: see services/router/runtime.py
 
 WORKERS = int(os.environ.get("PROMOTION_WORKERS", "2"))
-REQUEST_TIMEOUT_S = float(os.environ.get("PROMOTION_REQUEST_TIMEOUT_S", "60"))
 
 
-@bentoml.service(name="promotion_plain", workers=WORKERS, traffic={"timeout": REQUEST_TIMEOUT_S})
+@bentoml.service(name="promotion_plain", workers=WORKERS, traffic={"timeout": runtime.REQUEST_TIMEOUT_S})
 class Plain:
     def __init__(self) -> None:
         from promotion.registry import Registry

@@ -86,6 +86,7 @@ class ServiceProcess:
     state_dir: Path
     log_path: Path
     workers: int
+    target: str = ROUTER
     _log: object = field(default=None, repr=False)
     _descendants: dict = field(default_factory=dict, repr=False)
 
@@ -110,9 +111,16 @@ class ServiceProcess:
             return ""
 
     def wait_up(self, timeout_s: float = 90.0, ready: bool = True) -> None:
-        """Wait until every worker answers: /readyz (or /healthz) and one heartbeat per worker."""
+        """Wait until every worker answers: /readyz (or /healthz) and one heartbeat per worker.
+
+        The plain baseline has no heartbeats: for it, /readyz answering is enough.
+        """
         import requests
 
+        if self.target != ROUTER:
+            _wait_http(self, "/readyz", timeout_s)
+            self.remember_descendants()
+            return
         deadline = time.monotonic() + timeout_s
         probe = "/readyz" if ready else "/healthz"
         while time.monotonic() < deadline:
@@ -182,14 +190,10 @@ def start_service(port: int, state_dir: str | Path, tracking_uri: str | None, to
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     svc = ServiceProcess(proc=proc, url=f"http://{host}:{port}", state_dir=state, log_path=log_path,
-                         workers=workers, _log=log)
+                         workers=workers, target=target, _log=log)
     if wait:
         try:
-            if target == ROUTER:
-                svc.wait_up(timeout_s, ready=ready)
-            else:
-                _wait_http(svc, "/readyz", timeout_s)
-                svc.remember_descendants()
+            svc.wait_up(timeout_s, ready=ready)
         except BaseException:
             svc.stop()
             raise

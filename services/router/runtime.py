@@ -28,7 +28,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 from typing import Any, Awaitable, Callable
+
+# seconds before a request that has not started its response gets a 504 (traffic.timeout)
+REQUEST_TIMEOUT_S = float(os.environ.get("PROMOTION_REQUEST_TIMEOUT_S", "60"))
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]

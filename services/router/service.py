@@ -30,7 +30,6 @@ runtime.install_request_timeout()  # before BentoML builds the app: see services
 
 MODEL_NAME = os.environ.get("PROMOTION_MODEL_NAME", "fraud-detector")
 WORKERS = int(os.environ.get("PROMOTION_WORKERS", "2"))
-REQUEST_TIMEOUT_S = float(os.environ.get("PROMOTION_REQUEST_TIMEOUT_S", "60"))
 ROUTING_KEY_HEADER = os.environ.get("PROMOTION_ROUTING_KEY_HEADER", "X-Routing-Key").lower()
 
 # The worker of this process; the admin app reaches it here (one service instance per process).
@@ -89,7 +88,7 @@ def _make_worker():
     )
 
 
-@bentoml.service(name="promotion_router", workers=WORKERS, traffic={"timeout": REQUEST_TIMEOUT_S})
+@bentoml.service(name="promotion_router", workers=WORKERS, traffic={"timeout": runtime.REQUEST_TIMEOUT_S})
 @bentoml.asgi_app(admin_app, path="/admin")
 class Router:
     """Champion/canary/shadow router over MLflow model versions."""

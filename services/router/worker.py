@@ -100,9 +100,7 @@ class Worker:
 
     def start(self) -> None:
         """Apply the persisted routing (loading its models), then watch for changes."""
-        from services.router.shadow import ShadowMirror
-
-        self._shadow = ShadowMirror(self.state_dir, self.metrics, self.sample)
+        self._shadow = shadow.ShadowMirror(self.state_dir, self.metrics, self.sample)
         try:
             self._shadow.ensure_running()
         except OSError:  # the watcher retries; until then mirrors are dropped and counted
