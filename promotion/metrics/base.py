@@ -158,7 +158,14 @@ class MetricsProvider(Protocol):
     :class:`~promotion.errors.MetricsError` when they cannot (fail closed)."""
 
     def snapshot(self) -> Snapshot:
-        """The cumulative per-version counters now."""
+        """The latest cumulative per-version counters; ``taken_at`` is the instant they
+        describe (for a provider that reads stored scrapes, the scrape time)."""
+        ...
+
+    def now(self) -> float:
+        """The provider's current time, on the clock of ``taken_at``: a snapshot with
+        ``taken_at >= now()`` counts nothing served before this call. The controller
+        waits for such a snapshot after every weight change."""
         ...
 
     def is_online(self) -> bool:

@@ -1,7 +1,12 @@
 """The Prometheus HTTP API as a metrics source.
 
-Each snapshot runs instant queries (``GET /api/v1/query``) at one evaluation time, so
-all series of a snapshot describe the same instant. The queries are PromQL templates
+Each snapshot runs instant queries (``GET /api/v1/query``) at one evaluation time (the
+server's own ``time()``, so the controller's clock never has to agree with Prometheus's),
+so all series of a snapshot describe the same instant. Prometheus answers with what it
+last scraped, up to one scrape interval old: the snapshot's ``taken_at`` is therefore the
+oldest scrape time of the ``scraped_at`` query's series, not the query time, so that the
+rollout controller can wait for counts scraped after a weight change before it measures
+the new weight (:meth:`PrometheusProvider.now`). The queries are PromQL templates
 in which ``$selector`` stands for the environment's extra label matchers
 (``metrics.selector`` in ``environments/<env>.yaml``, e.g. ``job="fraud"``); the
 defaults read the service's metric contract and sum over every label but ``version``::
@@ -14,7 +19,8 @@ defaults read the service's metric contract and sum over every label but ``versi
     PrometheusProvider(url, queries={"requests": 'sum by (version) (http_requests_total{$selector})'})
 
 Templates must keep the result labels: ``version`` on every query, plus ``le`` on
-``latency_buckets``, ``kind`` on ``errors``, and ``agree`` on ``shadow_agreement``.
+``latency_buckets``, ``kind`` on ``errors``, and ``agree`` on ``shadow_agreement``;
+``scraped_at`` must return sample timestamps (``timestamp()``) of the counted series.
 Any HTTP error, timeout, or payload that is not a Prometheus vector raises
 :class:`~promotion.errors.MetricsError`: the caller fails closed.
 """
@@ -22,7 +28,6 @@ Any HTTP error, timeout, or payload that is not a Prometheus vector raises
 from __future__ import annotations
 
 import math
-import time
 from string import Template
 
 from promotion.errors import MetricsError
@@ -36,6 +41,8 @@ DEFAULT_QUERIES: dict[str, str] = {
     "latency_sum": "sum by (version) (promotion_request_latency_seconds_sum{$selector})",
     "shadow_requests": "sum by (version) (promotion_shadow_requests_total{$selector})",
     "shadow_agreement": "sum by (version, agree) (promotion_shadow_agreement_total{$selector})",
+    # when the counts above were scraped: the oldest target's last scrape
+    "scraped_at": "min(timestamp(promotion_requests_total{$selector}))",
 }
 
 # Which contract sample each query's result stands for.
@@ -112,13 +119,27 @@ class PrometheusProvider:
             out.append((labels, value))
         return out
 
+    def now(self) -> float:
+        """Prometheus's current time (``time()``): a snapshot whose ``taken_at`` is at or
+        after it counts only what was scraped after this call."""
+        data = self._get("/api/v1/query", {"query": "time()"})
+        try:
+            if data["resultType"] != "scalar":
+                raise TypeError
+            return float(data["result"][0])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise MetricsError(f"prometheus {self.url}: 'time()' did not return a scalar") from None
+
     def snapshot(self) -> Snapshot:
-        at = time.time()
+        at = self.now()
         samples = []
         for name, sample_name in _SAMPLE_NAME.items():
             for labels, value in self.query(self.query_for(name), at):
                 samples.append((sample_name, labels, value))
-        return Snapshot(at, counters_from_samples(samples, f"prometheus {self.url}"))
+        versions = counters_from_samples(samples, f"prometheus {self.url}")
+        scraped = [value for _, value in self.query(self.query_for("scraped_at"), at)]
+        # no counted series yet: nothing was served that a later scrape could add to the past
+        return Snapshot(min(scraped) if scraped else at, versions)
 
     def is_online(self) -> bool:
         try:

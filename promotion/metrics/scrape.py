@@ -40,6 +40,10 @@ class ScrapeProvider:
             raise MetricsError(f"scrape {self.url}: HTTP {response.status_code}")
         return response.text
 
+    def now(self) -> float:
+        """This machine's time: every later snapshot reads counts from after it."""
+        return time.time()
+
     def snapshot(self) -> Snapshot:
         from prometheus_client.parser import text_string_to_metric_families
 

@@ -175,6 +175,8 @@ def _pending(ctx: Context, st: RolloutState) -> None:
 
 def _shadow(ctx: Context, st: RolloutState) -> None:
     shadow = shadow_phase(ctx.policy) or shadow_phase_defaults()
+    if not _window_ready(ctx, st, shadow["max_s"]):
+        return
     snap = ctx.metrics.snapshot()
     seen = actions.shadow_agreement(st.step_baseline, snap, st.canary)
     elapsed = ctx.clock() - (st.step_started_at or ctx.clock())
@@ -210,6 +212,8 @@ def _progressing(ctx: Context, st: RolloutState) -> None:
 
     steps = steps_for(ctx.policy)
     step = steps[st.step]
+    if not _window_ready(ctx, st, step.max_s):
+        return
     snap = ctx.metrics.snapshot()
     delta = window(Snapshot.from_dict(st.last_snapshot), snap)
     st.last_snapshot = snap.to_dict()
@@ -272,12 +276,55 @@ def _set_routes(ctx: Context, st: RolloutState, routes: dict[int, float], shadow
 
 def _begin_window(ctx: Context, st: RolloutState, *, keep_step: bool = False) -> None:
     """Start measuring from now: the analysis window always, the step's clock and counts
-    unless ``keep_step`` (a resume that found traffic as the saved step left it)."""
-    snap = ctx.metrics.snapshot().to_dict()
-    st.last_snapshot = snap
-    if not keep_step or st.step_baseline is None or st.step_started_at is None:
-        st.step_baseline = snap
-        st.step_started_at = ctx.clock()
+    unless ``keep_step`` (a resume that found traffic as the saved step left it).
+
+    A provider may answer with counts gathered before the routing change that was just
+    applied (Prometheus returns its last scrape, up to a scrape interval old). Those
+    counts hold traffic served at the previous weights, and measuring from them would
+    skew the comparison (a false sample-ratio mismatch). So the window starts only from
+    a snapshot taken at or after the provider's ``now()`` of this moment: if the first
+    one is older, ``window_after`` holds that time and later ticks wait for it.
+    """
+    if keep_step and st.step_baseline is not None and st.step_started_at is not None:
+        # traffic is as the saved step left it: older counts are this step's too
+        st.last_snapshot = ctx.metrics.snapshot().to_dict()
+        st.window_after = None
+        return
+    mark = _metrics_now(ctx)
+    snap = ctx.metrics.snapshot()
+    st.step_started_at = ctx.clock()
+    if mark is not None and snap.taken_at < mark:
+        st.window_after, st.last_snapshot, st.step_baseline = mark, None, None
+        ctx.emit(st, "window_pending", behind_s=round(mark - snap.taken_at, 3))
+        return
+    st.window_after = None
+    st.last_snapshot = st.step_baseline = snap.to_dict()
+
+
+def _metrics_now(ctx: Context) -> float | None:
+    now = getattr(ctx.metrics, "now", None)
+    return now() if now is not None else None  # a provider without now() is always current
+
+
+def _window_ready(ctx: Context, st: RolloutState, max_s: float) -> bool:
+    """Whether the step's window has begun; if not, try to begin it with a fresh snapshot.
+
+    Waiting is not a verdict: past ``max_s`` it is undecided, like a step without data.
+    """
+    if st.window_after is None:
+        return True
+    snap = ctx.metrics.snapshot()
+    if snap.taken_at >= st.window_after:
+        st.last_snapshot = st.step_baseline = snap.to_dict()
+        ctx.emit(st, "window_started", waited_s=round(ctx.clock() - (st.step_started_at or ctx.clock()), 3))
+        st.window_after = None
+        return False  # the window begins here; the next tick measures it
+    elapsed = ctx.clock() - (st.step_started_at or ctx.clock())
+    if elapsed > max_s and ctx.policy.inconclusive == "rollback":
+        _begin_rollback(ctx, st, f"no metrics from after the routing change within {elapsed:.0f}s: the provider's "
+                        f"latest counts are {st.window_after - snap.taken_at:.1f}s older than the change",
+                        evidence={"metrics_taken_at": snap.taken_at, "window_after": st.window_after})
+    return False
 
 
 def _live_matches(ctx: Context, routes: dict[int, float], shadow_version: int | None) -> bool:

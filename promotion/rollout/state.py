@@ -44,6 +44,7 @@ class RolloutState:
     step_started_at: float | None = None
     step_baseline: dict | None = None
     last_snapshot: dict | None = None
+    window_after: float | None = None  # the step's window waits for counts from at least this (provider) time
     analysis: dict | None = None
     checks: list[dict] = field(default_factory=list)
     approvers: list[dict] = field(default_factory=list)

@@ -290,3 +290,9 @@ def test_rollout_measured_through_prometheus_promotes_a_healthy_canary(served, c
     # each step's numbers came from Prometheus, and they are the traffic the clients sent
     assert all(s["canary_requests"] >= 30 for s in steps)
     assert load.totals()["served"].get(str(v2), 0) >= sum(s["canary_requests"] for s in steps[:2])
+    # and only traffic at the step's own weight: Prometheus answers with its last scrape,
+    # and counts scraped before a weight change never leak into the next step (a request
+    # in flight across the change may: 3 are allowed)
+    for s in steps:
+        n, p = s["canary_requests"] + s["champion_requests"], s["weight"] / 100
+        assert abs(s["canary_requests"] / n - p) <= 4 * (p * (1 - p) / n) ** 0.5 + 3 / n, s

@@ -11,6 +11,26 @@ def vector(*samples):
         {"metric": labels, "value": [1700000000.0, str(value)]} for labels, value in samples]}})
 
 
+NOW = 1700000000.5  # the Prometheus server's clock
+
+
+def scalar(t):
+    return json.dumps({"status": "success", "data": {"resultType": "scalar", "result": [t, f"{t:.3f}"]}})
+
+
+def server(answer, *, scraped=(NOW - 0.4,)):
+    """Answers as Prometheus does: ``time()`` with its clock as a scalar, the scrape-time
+    query with one ``timestamp()`` sample per target (``scraped``), the rest by ``answer``."""
+    def respond(path, params):
+        q = params.get("query", "")
+        if q == "time()" and "time" not in params:
+            return 200, "application/json", scalar(NOW)
+        if q.startswith("min(timestamp("):
+            return 200, "application/json", vector(({}, min(scraped))) if scraped else vector()
+        return answer(path, params)
+    return respond
+
+
 def answer_contract(path, params):
     q = params.get("query", "")
     if q.startswith("sum by (version) (promotion_requests_total"):
@@ -23,22 +43,24 @@ def answer_contract(path, params):
 
 
 def test_snapshot_sends_the_templates_with_the_selector(loopback):
-    loopback.respond = answer_contract
+    loopback.respond = server(answer_contract)
     snap = PrometheusProvider(loopback.url, selector='job="fraud"').snapshot()
     queries = [params["query"] for path, params in loopback.requests]
     assert {path for path, _ in loopback.requests} == {"/api/v1/query"}
+    assert queries[0] == "time()"
     assert 'sum by (version) (promotion_requests_total{job="fraud"})' in queries
     assert 'sum by (version, le) (promotion_request_latency_seconds_bucket{job="fraud"})' in queries
-    times = {params["time"] for _, params in loopback.requests}
-    assert len(times) == 1  # one evaluation instant for the whole snapshot
+    assert 'min(timestamp(promotion_requests_total{job="fraud"}))' in queries
+    times = {params["time"] for _, params in loopback.requests[1:]}
+    assert times == {f"{NOW:.3f}"}  # one evaluation instant, on the server's clock
     assert snap.versions[7].requests == 50 and snap.versions[7].errors == 3
     assert snap.versions[7].slower_than(0.1) == 5
     assert snap.versions[6].requests == 1000
 
 
 def test_templates_can_be_overridden(loopback):
-    loopback.respond = lambda path, params: (200, "application/json", vector(({"version": "7"}, 9))
-                                             if params["query"].startswith("sum by (version) (http_total") else vector())
+    loopback.respond = server(lambda path, params: (200, "application/json", vector(({"version": "7"}, 9))
+                                                    if params["query"].startswith("sum by (version) (http_total") else vector()))
     provider = PrometheusProvider(loopback.url, queries={"requests": "sum by (version) (http_total{$selector,app=\"x\"})"},
                                   selector='env="prod"')
     assert provider.snapshot().versions[7].requests == 9
@@ -62,8 +84,25 @@ def test_prometheus_error_fails_closed_with_its_message(loopback):
     (vector(({"version": "seven"}, 1)), "version label 'seven'"),
 ])
 def test_bad_payloads_fail_closed(loopback, body, message):
-    loopback.respond = lambda path, params: (200, "application/json", body)
+    loopback.respond = server(lambda path, params: (200, "application/json", body))
     with pytest.raises(MetricsError, match=message):
+        PrometheusProvider(loopback.url).snapshot()
+
+
+def test_snapshot_is_stamped_with_the_oldest_scrape_not_the_query_time(loopback):
+    """Prometheus answers with its last scrape of each target; counts from two targets
+    are complete only up to the older scrape, and a rollout must know that time."""
+    loopback.respond = server(answer_contract, scraped=(NOW - 0.9, NOW - 0.2))
+    provider = PrometheusProvider(loopback.url)
+    assert provider.now() == NOW
+    assert provider.snapshot().taken_at == NOW - 0.9
+    loopback.respond = server(lambda path, params: (200, "application/json", vector()), scraped=())
+    assert provider.snapshot().taken_at == NOW  # nothing counted yet: nothing to wait for
+
+
+def test_a_clock_that_is_not_a_scalar_fails_closed(loopback):
+    loopback.respond = lambda path, params: (200, "application/json", vector(({}, 1)))
+    with pytest.raises(MetricsError, match=r"'time\(\)' did not return a scalar"):
         PrometheusProvider(loopback.url).snapshot()
 
 

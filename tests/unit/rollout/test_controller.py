@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from promotion._internal.envfile import set_model
@@ -193,3 +195,62 @@ def test_nothing_to_do_when_alias_already_holds_the_version(repo, registry):
     ctx, router, _, _ = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
     ctx.registry.set_alias("fraud-detector", "prod", 2)
     assert start(ctx) is None
+
+
+class LaggingProvider:
+    """What a Prometheus server gives the controller: each snapshot holds the counts of an
+    earlier scrape (``lag`` scrapes old), stamped with that scrape's time; ``now()`` is
+    the server's clock. ``frozen`` stops scraping: every answer is the last scrape."""
+
+    def __init__(self, service: SimulatedService, clock: Clock, lag: int = 2) -> None:
+        self.service, self.clock, self.lag = service, clock, lag
+        self.scrapes = []
+        self.frozen = False
+
+    def is_online(self) -> bool:
+        return True
+
+    def now(self) -> float:
+        return self.clock()
+
+    def snapshot(self):
+        if not self.frozen or not self.scrapes:
+            self.scrapes.append(self.service.snapshot())
+        else:
+            self.clock.advance(1.0)
+        return self.scrapes[max(0, len(self.scrapes) - 1 - self.lag)]
+
+
+def test_lagging_metrics_never_mix_the_previous_weight_into_a_step(repo, registry):
+    """Counts scraped before a weight change hold traffic at the old split: a window that
+    began from them sees a sample-ratio mismatch that is not there. The controller waits
+    for a snapshot scraped after the change, and the healthy canary is promoted."""
+    ctx, router, service, clock = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY}, per_tick=2000)
+    provider = ctx.metrics = LaggingProvider(service, clock, lag=2)
+    provider.snapshot(), provider.snapshot()  # the champion alone, scraped before the rollout
+    st = start(ctx)
+    st = _tick_until(ctx, st, {Phase.PROMOTED, Phase.ROLLING_BACK})
+    assert st.phase is Phase.PROMOTED, st.reason
+    events = [json.loads(line) for line in ctx.store.events_path.read_text().splitlines()]
+    names = [e["event"] for e in events]
+    assert names.count("window_pending") == 3 and names.count("window_started") == 3  # one per step
+    for step in st.steps:  # each step counted only traffic at its own weight
+        share = step["canary_requests"] / (step["canary_requests"] + step["champion_requests"])
+        assert abs(share - step["weight"] / 100) < 0.03, step
+
+
+def test_metrics_that_stop_after_a_weight_change_are_undecided_not_a_verdict(repo, registry):
+    ctx, router, service, clock = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
+    provider = ctx.metrics = LaggingProvider(service, clock, lag=0)
+    provider.frozen = True  # Prometheus stopped scraping the service before the canary started
+    provider.scrapes.append(service.snapshot())
+    clock.advance(15)
+    st = tick(ctx, start(ctx))
+    assert st.phase is Phase.PROGRESSING and router.weights() == {1: 95.0, 2: 5.0}
+    for _ in range(5):
+        st = tick(ctx, st)
+        assert st.phase is Phase.PROGRESSING and st.step == 0 and st.window_after is not None
+    clock.advance(ctx.policy.steps[0].max_s)
+    st = tick(ctx, st)
+    assert st.phase is Phase.ROLLING_BACK and "no metrics from after the routing change" in st.reason
+    assert router.weights() == {1: 100.0}
