@@ -38,6 +38,7 @@ class InferenceLog:
         self.max_bytes = max_bytes
         self.pid = pid or os.getpid()
         self._files: dict[int, Any] = {}
+        self._sizes: dict[int, int] = {}  # bytes in each open file (tell() would flush the buffer)
         self._lock = threading.Lock()
 
     def _file(self, version: int):
@@ -45,22 +46,24 @@ class InferenceLog:
         if fh is None:
             d = self.dir / f"v{version}"
             d.mkdir(parents=True, exist_ok=True)
-            fh = open(d / f"{self.pid}.jsonl", "a", encoding="utf-8", buffering=1 << 16)
+            fh = open(d / f"{self.pid}.jsonl", "ab", buffering=1 << 16)
             self._files[version] = fh
+            self._sizes[version] = fh.tell()
         return fh
 
     def write(self, version: int, features: dict, score: float, label: int, shadow: bool = False) -> None:
         line = json.dumps({"ts": time.time(), "version": version, "score": score, "label": label,
-                           "shadow": shadow, "features": features}, separators=(",", ":"))
+                           "shadow": shadow, "features": features}, separators=(",", ":")).encode() + b"\n"
         with self._lock:
             fh = self._file(version)
-            fh.write(line + "\n")
-            if fh.tell() > self.max_bytes:
+            fh.write(line)
+            self._sizes[version] += len(line)
+            if self._sizes[version] > self.max_bytes:
                 self._rotate(version, fh)
 
     def _rotate(self, version: int, fh) -> None:
         fh.close()
-        del self._files[version]
+        del self._files[version], self._sizes[version]
         path = self.dir / f"v{version}" / f"{self.pid}.jsonl"
         os.replace(path, path.with_name(path.name + ".1"))
 
@@ -74,6 +77,7 @@ class InferenceLog:
             for fh in self._files.values():
                 fh.close()
             self._files.clear()
+            self._sizes.clear()
 
 
 def read_inference_log(state_dir: str | Path, version: int | None = None, limit: int | None = None,

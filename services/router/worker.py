@@ -1,9 +1,11 @@
 """One serving worker's routing, independent of the HTTP framework.
 
 A :class:`Worker` lives in each BentoML worker process. It applies the shared routing
-state (``<state>/routing.json``) as soon as it changes: every request re-checks the file
-with one ``stat`` (mtime, inode, size) and a background thread does the same every
-``poll_s`` so idle workers apply too. A state that names a version this worker has not
+state (``<state>/routing.json``) as soon as it changes: a request re-checks the file with
+one ``stat`` (mtime, inode, size) when ``CHECK_S`` has passed since the last check (so a
+busy worker applies a change within about 2 ms, for one clock read per request), and a
+background thread does the same every ``poll_s`` so idle workers apply too (every
+``BUSY_POLL_S`` while requests flow: they check, and wake it when it has work). A state that names a version this worker has not
 loaded is applied only after that version is fetched, its digest verified and the model
 loaded (in the background); until then the previous routing keeps serving.
 
@@ -34,6 +36,8 @@ from services.router.routing import RouteTable, RoutingInputError, RoutingState
 log = logging.getLogger("bentoml.promotion_router")
 
 RETRY_S = 5.0  # how long a version that failed to load is left alone before retrying
+CHECK_S = 0.002  # a request re-reads the routing file's stat at most this often
+BUSY_POLL_S = 0.5  # the background thread's poll while requests are checking the file
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class Worker:
         self.refused: dict[int, str] = {}
         self.inference_log = InferenceLog(self.state_dir)
         self._sig: tuple | None | str = "unread"  # None would mean "file absent, already handled"
+        self._next_check = 0.0
         self._pending_sig: tuple | None = None
         self._failed: tuple[tuple | None, float] = (None, 0.0)
         self._apply_lock = threading.Lock()
@@ -133,7 +138,11 @@ class Worker:
     def _watch(self) -> None:
         last_beat = last_flush = time.monotonic()
         while not self._stop.is_set():
-            self._wake.wait(self.poll_s)
+            # While requests flow they check the file themselves (and wake this thread for
+            # a load or a heartbeat), so polling then would only cost GIL hand-offs and
+            # context switches on the serving thread: wait longer.
+            busy = time.monotonic() - self._next_check < self.poll_s
+            self._wake.wait(BUSY_POLL_S if busy else self.poll_s)
             self._wake.clear()
             try:
                 self.refresh(allow_load=True)
@@ -164,7 +173,12 @@ class Worker:
     # -- applying routing --------------------------------------------------------------
 
     def maybe_refresh(self) -> None:
-        """The per-request check: one stat; re-read and apply only when the file changed."""
+        """The per-request check: one stat at most every ``CHECK_S``; re-read and apply
+        only when the file changed."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + CHECK_S
         sig = routing.signature(self.path)
         if sig != self._sig and sig != self._pending_sig:
             self.refresh(allow_load=False)

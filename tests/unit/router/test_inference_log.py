@@ -24,3 +24,24 @@ def test_log_rotates_and_reads_back_newest_rows(tmp_path):
 
 def test_empty_log_is_an_empty_frame(tmp_path):
     assert read_inference_log(tmp_path).empty
+
+
+def test_request_path_writes_stay_in_memory_until_the_flush(tmp_path):
+    """A logged request costs no system call: lines reach the file at the background flush
+    (about once a second), and a reopened log keeps counting toward rotation."""
+    log = InferenceLog(tmp_path, max_bytes=3000, pid=5)
+    log.write(1, {"amount": 1.0}, score=0.1, label=0)
+    path = tmp_path / "inference" / "v1" / "5.jsonl"
+    assert path.stat().st_size == 0
+    for i in range(5):
+        log.write(1, {"amount": float(i)}, score=0.1, label=0)
+    assert path.stat().st_size == 0
+    log.flush()
+    size = path.stat().st_size
+    assert size > 0 and len(read_inference_log(tmp_path, version=1)) == 6
+    log.close()
+    again = InferenceLog(tmp_path, max_bytes=size + 100, pid=5)  # a restarted worker appends
+    for i in range(3):
+        again.write(1, {"amount": float(i)}, score=0.1, label=0)
+    again.close()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["5.jsonl", "5.jsonl.1"]
