@@ -5,9 +5,10 @@ state (``<state>/routing.json``) as soon as it changes: a request re-checks the 
 one ``stat`` (mtime, inode, size) when ``CHECK_S`` has passed since the last check (so a
 busy worker applies a change within about 2 ms, for one clock read per request), and a
 background thread does the same every ``poll_s`` so idle workers apply too (every
-``BUSY_POLL_S`` while requests flow: they check, and wake it when it has work). A state that names a version this worker has not
-loaded is applied only after that version is fetched, its digest verified and the model
-loaded (in the background); until then the previous routing keeps serving.
+``BUSY_POLL_S`` while requests flow: they check, and wake it when it has work). A state
+that names a version this worker has not loaded is applied only after that version is
+fetched, its digest verified and the model loaded (in the background); until then the
+previous routing keeps serving.
 
 ``handle_predict`` and ``handle_set_routing`` return ``(status, body)`` pairs that the
 service turns into HTTP responses.
