@@ -290,20 +290,15 @@ def _begin_window(ctx: Context, st: RolloutState, *, keep_step: bool = False) ->
         st.last_snapshot = ctx.metrics.snapshot().to_dict()
         st.window_after = None
         return
-    mark = _metrics_now(ctx)
+    mark = ctx.metrics.now()
     snap = ctx.metrics.snapshot()
     st.step_started_at = ctx.clock()
-    if mark is not None and snap.taken_at < mark:
+    if snap.taken_at < mark:
         st.window_after, st.last_snapshot, st.step_baseline = mark, None, None
         ctx.emit(st, "window_pending", behind_s=round(mark - snap.taken_at, 3))
         return
     st.window_after = None
     st.last_snapshot = st.step_baseline = snap.to_dict()
-
-
-def _metrics_now(ctx: Context) -> float | None:
-    now = getattr(ctx.metrics, "now", None)
-    return now() if now is not None else None  # a provider without now() is always current
 
 
 def _window_ready(ctx: Context, st: RolloutState, max_s: float) -> bool:

@@ -116,6 +116,9 @@ class SimulatedService:
     def is_online(self) -> bool:
         return self.online
 
+    def now(self) -> float:
+        return self.clock() if self.clock else 0.0  # each snapshot is taken after it: never stale
+
     def _totals(self, v: int) -> dict:
         return self.totals.setdefault(v, {"requests": 0, "kinds": {}, "lat": np.zeros(len(LATENCY_BUCKETS)), "sum": 0.0,
                                           "shadow": 0, "agree": 0, "disagree": 0})
