@@ -3,15 +3,17 @@
 Starts two real ``bentoml serve`` processes (2 workers each) on loopback over a fresh
 MLflow sqlite registry with two ``tiny`` fraud-detector versions, then measures:
 
-1. overhead: throughput under a saturating closed-loop load (8 keep-alive clients) in
-   short rounds against 3 instances each of the plain service (``services/router/plain.py``,
-   version 1) and the router (95/5 between versions 1 and 2, sticky keys), all six measured
-   one after another in every round (order reversed every other round). A round's figure
-   per service is the median over its instances and the ratio is the median over rounds:
-   a burst of other load on the machine hits one round, and one instance that runs slow
-   for its whole life (it happens on this virtual machine, to identical processes) moves
-   the figure much less than with one instance each. Server CPU per request over the same rounds is printed beside it:
-   a figure machine noise moves much less than throughput. Added p95 latency: 2 clients
+1. overhead: throughput under a saturating closed-loop load (8 keep-alive clients) against
+   4 instances each of the plain service (``services/router/plain.py``, version 1) and the
+   router (95/5 between versions 1 and 2, sticky keys), in short pairs: a plain instance
+   for ``PAIR_S`` then a router instance for as long (order alternating), the pairing of
+   instances rotating every round so every plain instance meets every router instance.
+   The figure is the median of the per-pair ratios. On this virtual machine the speed of
+   identical processes moves by 10-30% from one second to the next and by a few per cent
+   from one process to another; short adjacent measurements cancel the first, the rotation
+   over 4 instances averages the second (measured with ``--aa``, which runs the plain
+   service on both sides: the A/A figure it prints is the noise floor). Server CPU per
+   request over the same measurements is printed beside it. Added p95 latency: 2 clients
    each alternate request by request between the two services (same moments, same load,
    about one request in flight per service: below saturation, so the figure is the
    router's own cost, not queueing); the p95 under 8 such clients (saturated, mostly
@@ -31,7 +33,9 @@ Every figure is printed with its spread over rounds. Ends with one line::
 
     RESULT throughput_ratio=<x> p95_added_ms=<ms> storm_failed=<n> storm_apply_ms_max=<ms> shadow_p95_ratio=<x>
 
-Run: ``.venv/bin/python bench/router_overhead.py`` (about 3-4 minutes on 2 cores).
+Run: ``.venv/bin/python bench/router_overhead.py`` (about 4-5 minutes on 2 cores);
+``--aa`` runs only the throughput phase with the plain service on both sides and ends with
+``RESULT aa_throughput_ratio=<x> aa_cpu_ratio=<x>``.
 """
 
 from __future__ import annotations
@@ -50,10 +54,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CLIENTS = 8          # saturating load: throughput
-WARMUP_S = 2.0
-ROUND_S = 0.75       # overhead: short alternating rounds, so machine noise hits both services alike
-ROUNDS = 12          # per service instance
-INSTANCES = 3        # of each service, started side by side
+WARMUP_S = 1.5
+PAIR_S = 0.25        # overhead: each side of a pair; adjacent short measurements share the machine's mood
+ROUNDS = 40          # each round measures INSTANCES pairs
+INSTANCES = 4        # of each service, started side by side
 LAT_CLIENTS = 2      # latency: clients alternating between the two services (below saturation)
 PAIRED_S = 12.0
 SATURATED_S = 6.0    # the same with CLIENTS clients, printed for reference
@@ -64,6 +68,7 @@ STORM_CHANGES = 50
 STORM_GAP_S = 0.2
 PER_WORKER = CLIENTS // 2
 TOKEN = "bench-token"
+AA = "--aa" in sys.argv[1:]  # plain service on both sides: the throughput figure's noise floor
 
 FEATURES = {"amount": 42.0, "hour": 13.0, "merchant_risk": 0.3, "distance_km": 12.0, "velocity_1h": 1.0,
             "account_age_days": 400.0, "device_trust": 0.7, "intl": 0.0, "card_present": 1.0,
@@ -296,16 +301,17 @@ def main() -> int:
     initial = json.dumps({"routes": {str(v1.version): 95, str(v2.version): 5}, "digests": digests})
     services = []
     try:
-        # INSTANCES of each service: on this virtual machine one process can run 10-15% slower
-        # than an identical one for its whole life, which no number of rounds against a single
-        # pair averages out
+        # INSTANCES of each service: identical processes differ by a few per cent in speed
+        def plain_service(name: str):
+            return start_service(
+                free_port(), tmp / name, reg.uri, None, workers=2, target=PLAIN, wait=False,
+                env_extra={"PROMOTION_PLAIN_VERSION": str(v1.version), "PROMOTION_PLAIN_DIGEST": v1.digest})
+
         starting = []
         for i in range(INSTANCES):
-            starting.append(("plain", start_service(
-                free_port(), tmp / f"plain{i}", reg.uri, None, workers=2, target=PLAIN, wait=False,
-                env_extra={"PROMOTION_PLAIN_VERSION": str(v1.version), "PROMOTION_PLAIN_DIGEST": v1.digest})))
-            starting.append(("router", start_service(free_port(), tmp / f"router{i}", reg.uri, TOKEN, workers=2,
-                                                     initial_routes=initial, wait=False)))
+            starting.append(("plain", plain_service(f"plain{i}")))
+            starting.append(("router", plain_service(f"aa{i}") if AA else start_service(
+                free_port(), tmp / f"router{i}", reg.uri, TOKEN, workers=2, initial_routes=initial, wait=False)))
         services.extend(svc for _, svc in starting)
         for _, svc in starting:
             svc.wait_up(180)
@@ -317,34 +323,43 @@ def main() -> int:
         # -- 1. overhead --------------------------------------------------------------
         for _, svc in starting:
             closed_loop(int(svc.url.rsplit(":", 1)[1]), WARMUP_S)
-        tput: dict[str, list[float]] = {"plain": [], "router": []}  # per round: median over instances
+        ratios: list[float] = []
+        tput: dict[str, list[float]] = {"plain": [], "router": []}
         cpu = {"plain": [0.0, 0], "router": [0.0, 0]}  # server CPU seconds, requests
         per_instance: dict[int, list[float]] = {}
-        for i in range(ROUNDS):
-            order = starting if i % 2 == 0 else starting[::-1]
-            this_round: dict[str, list[float]] = {"plain": [], "router": []}
-            for name, svc in order:
-                c0 = server_cpu(svc)
-                lat, failed, elapsed = closed_loop(int(svc.url.rsplit(":", 1)[1]), ROUND_S)
-                cpu[name][0] += server_cpu(svc) - c0
-                cpu[name][1] += len(lat)
-                this_round[name].append(len(lat) / elapsed)
-                per_instance.setdefault(id(svc), []).append(len(lat) / elapsed)
-                if failed:
-                    print(f"warning: {failed} failed requests against {name}")
-            for name in tput:
-                tput[name].append(median(this_round[name]))
-        ratios = [r / p for p, r in zip(tput["plain"], tput["router"])]
+        for r in range(ROUNDS):
+            for i in range(INSTANCES):
+                pair = (("plain", fleet["plain"][i]), ("router", fleet["router"][(i + r) % INSTANCES]))
+                got = {}
+                for name, svc in pair if (r + i) % 2 == 0 else pair[::-1]:
+                    c0 = server_cpu(svc)
+                    lat, failed, elapsed = closed_loop(int(svc.url.rsplit(":", 1)[1]), PAIR_S)
+                    cpu[name][0] += server_cpu(svc) - c0
+                    cpu[name][1] += len(lat)
+                    got[name] = len(lat) / elapsed
+                    per_instance.setdefault(id(svc), []).append(got[name])
+                    if failed:
+                        print(f"warning: {failed} failed requests against {name}")
+                ratios.append(got["router"] / got["plain"])
+                for name in got:
+                    tput[name].append(got[name])
         throughput_ratio = median(ratios)
-        print(f"throughput ({CLIENTS} clients, {ROUNDS} rounds of {ROUND_S:.2f}s on each of {INSTANCES} instances "
-              f"per service, alternating order): plain {spread(tput['plain'], '{:.0f}')} req/s | "
-              f"router {spread(tput['router'], '{:.0f}')} req/s | router/plain per round {spread(ratios)}", flush=True)
+        label = "plain (as router)" if AA else "router"
+        print(f"throughput ({CLIENTS} clients, {len(ratios)} pairs of {PAIR_S:.2f}s measurements over {INSTANCES} "
+              f"instances per service, rotating): plain {spread(tput['plain'], '{:.0f}')} req/s | "
+              f"{label} {spread(tput['router'], '{:.0f}')} req/s | {label}/plain per pair {spread(ratios)}; "
+              f"ratio of totals {sum(tput['router']) / sum(tput['plain']):.3f}", flush=True)
         print("  median req/s per instance: " + "; ".join(
             f"{name} {k} {median(per_instance[id(svc)]):.0f}"
             for k, (name, svc) in enumerate(starting)), flush=True)
         cpu_ms = {name: 1000 * c / max(n, 1) for name, (c, n) in cpu.items()}
-        print(f"server CPU per request (all processes of all instances, same rounds): plain {cpu_ms['plain']:.3f} ms | "
-              f"router {cpu_ms['router']:.3f} ms | router/plain {cpu_ms['router'] / cpu_ms['plain']:.3f}", flush=True)
+        print(f"server CPU per request (all processes of all instances, same measurements): plain "
+              f"{cpu_ms['plain']:.3f} ms | {label} {cpu_ms['router']:.3f} ms | {label}/plain "
+              f"{cpu_ms['router'] / cpu_ms['plain']:.3f}", flush=True)
+        if AA:
+            print(f"RESULT aa_throughput_ratio={throughput_ratio:.3f} "
+                  f"aa_cpu_ratio={cpu_ms['router'] / cpu_ms['plain']:.3f}")
+            return 0
         for svc in fleet["plain"][1:] + fleet["router"][1:]:  # the rest runs on one instance of each
             svc.stop()
         lat_plain, lat_router = paired((plain_port, router_port), PAIRED_S, LAT_CLIENTS)

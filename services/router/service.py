@@ -31,9 +31,19 @@ runtime.install_request_timeout()  # before BentoML builds the app: see services
 MODEL_NAME = os.environ.get("PROMOTION_MODEL_NAME", "fraud-detector")
 WORKERS = int(os.environ.get("PROMOTION_WORKERS", "2"))
 ROUTING_KEY_HEADER = os.environ.get("PROMOTION_ROUTING_KEY_HEADER", "X-Routing-Key").lower()
+_ROUTING_KEY = ROUTING_KEY_HEADER.encode("latin-1")
 
 # The worker of this process; the admin app reaches it here (one service instance per process).
 _worker = None
+
+
+def routing_key(scope) -> str | None:
+    """The routing key header's value, read from the ASGI scope (whose header names the
+    server has lowercased): cheaper than building Starlette's Headers on every request."""
+    for name, value in scope["headers"]:
+        if name == _ROUTING_KEY:
+            return value.decode("latin-1")
+    return None
 
 
 def _unavailable() -> JSONResponse:
@@ -103,8 +113,7 @@ class Router:
     @bentoml.api(route="/predict")
     async def predict(self, ctx: bentoml.Context, features: t.Optional[t.Dict[str, t.Any]] = None) -> dict:
         """Score one transaction: ``{"features": {...}}`` -> ``{"version", "score", "label"}``."""
-        status, body, generation = self.worker.handle_predict(
-            features, ctx.request.headers.get(ROUTING_KEY_HEADER))
+        status, body, generation = self.worker.handle_predict(features, routing_key(ctx.request.scope))
         ctx.response.status_code = status
         return Response(json.dumps(body), status_code=status, media_type="application/json",
                         headers={"X-Promotion-Generation": str(generation),

@@ -3,12 +3,23 @@
 A :class:`Worker` lives in each BentoML worker process. It applies the shared routing
 state (``<state>/routing.json``) as soon as it changes: a request re-checks the file with
 one ``stat`` (mtime, inode, size) when ``CHECK_S`` has passed since the last check (so a
-busy worker applies a change within about 2 ms, for one clock read per request), and a
+busy worker applies a change within about 20 ms, for one clock read per request), and a
 background thread does the same every ``poll_s`` so idle workers apply too (every
 ``BUSY_POLL_S`` while requests flow: they check, and wake it when it has work). A state
 that names a version this worker has not loaded is applied only after that version is
 fetched, its digest verified and the model loaded (in the background); until then the
 previous routing keeps serving.
+
+Request and error counters are written as each request finishes (the canary analysis
+reads them). The latency histogram is published in batches: a request appends
+``(version, seconds)`` to a queue, and the queue is moved into the histogram by the
+request that does the routing check (so at most ``CHECK_S`` after a request while
+requests flow, and at once for a request after a quiet spell), by the background thread
+(within ``BUSY_POLL_S`` of the last request), and before a new routing generation is
+applied (so every latency observed under the previous weights is in before any under the
+new ones). In a loaded server a histogram observation costs two multiprocess metric
+writes, about 15 µs with cold caches between requests; batched, one write per bucket
+touched per batch.
 
 ``handle_predict`` and ``handle_set_routing`` return ``(status, body)`` pairs that the
 service turns into HTTP responses.
@@ -23,6 +34,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,7 +49,7 @@ from services.router.routing import RouteTable, RoutingInputError, RoutingState
 log = logging.getLogger("bentoml.promotion_router")
 
 RETRY_S = 5.0  # how long a version that failed to load is left alone before retrying
-CHECK_S = 0.002  # a request re-reads the routing file's stat at most this often
+CHECK_S = 0.02  # a request re-reads the routing file's stat (and publishes metrics) at most this often
 BUSY_POLL_S = 0.5  # the background thread's poll while requests are checking the file
 
 
@@ -86,6 +98,7 @@ class Worker:
         self.inference_log = InferenceLog(self.state_dir)
         self._sig: tuple | None | str = "unread"  # None would mean "file absent, already handled"
         self._next_check = 0.0
+        self._latencies: deque[tuple[str, float]] = deque()  # observed, not yet in the histogram
         self._pending_sig: tuple | None = None
         self._failed: tuple[tuple | None, float] = (None, 0.0)
         self._apply_lock = threading.Lock()
@@ -124,6 +137,7 @@ class Worker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        self.publish_metrics()
         if self._shadow is not None:
             self._shadow.stop()
         self.inference_log.close()
@@ -145,6 +159,7 @@ class Worker:
             busy = time.monotonic() - self._next_check < self.poll_s
             self._wake.wait(BUSY_POLL_S if busy else self.poll_s)
             self._wake.clear()
+            self.publish_metrics()
             try:
                 self.refresh(allow_load=True)
             except Exception:
@@ -173,16 +188,34 @@ class Worker:
 
     # -- applying routing --------------------------------------------------------------
 
-    def maybe_refresh(self) -> None:
+    def maybe_refresh(self) -> bool:
         """The per-request check: one stat at most every ``CHECK_S``; re-read and apply
-        only when the file changed."""
+        only when the file changed. True when it checked (the request then publishes)."""
         now = time.monotonic()
         if now < self._next_check:
-            return
+            return False
         self._next_check = now + CHECK_S
         sig = routing.signature(self.path)
         if sig != self._sig and sig != self._pending_sig:
             self.refresh(allow_load=False)
+        return True
+
+    def publish_metrics(self) -> None:
+        """Move queued latencies into the histogram (from any thread: each is taken
+        exactly once)."""
+        queued = self._latencies
+        if not queued:
+            return
+        by_version: dict[str, list[float]] = {}
+        while True:
+            try:
+                v, seconds = queued.popleft()
+            except IndexError:
+                break
+            by_version.setdefault(v, []).append(seconds)
+        m = self.metrics
+        for v, xs in by_version.items():
+            m.observe_many(m.child(m.latency, v), xs)
 
     def refresh(self, allow_load: bool) -> None:
         sig = routing.signature(self.path)
@@ -240,6 +273,8 @@ class Worker:
                 shadow=loaded[state.shadow.version] if state.shadow else None,
                 shadow_fraction=(state.shadow.percent / 100.0) if state.shadow else 0.0,
             )
+            # requests served under the previous weights are counted before any under these
+            self.publish_metrics()
             self.applied = applied
             self._sig = sig
             self._pending_sig = None
@@ -301,7 +336,7 @@ class Worker:
     def handle_predict(self, features: Any, key: str | None) -> tuple[int, dict, int]:
         """Route and predict one request: ``(status, body, generation)``."""
         t0 = time.perf_counter()
-        self.maybe_refresh()
+        publish = self.maybe_refresh()
         applied = self.applied
         m = self.metrics
         if applied is None:
@@ -314,25 +349,30 @@ class Worker:
             row = model.row(features)
             score = model.predict(row)
         except InputError as exc:
-            return self._failed_request(v, "input", 400, str(exc), t0, applied.generation)
+            return self._failed_request(v, "input", 400, str(exc), t0, applied.generation, publish)
         except Exception as exc:
             log.exception("version %s failed to predict", version)
             return self._failed_request(v, "predict", 500, f"version {version} failed to predict: "
-                                        f"{exc.__class__.__name__}", t0, applied.generation)
+                                        f"{exc.__class__.__name__}", t0, applied.generation, publish)
         label = 1 if score >= model.threshold else 0
         m.child(m.requests, v).inc()
-        m.child(m.latency, v).observe(time.perf_counter() - t0)
+        self._latencies.append((v, time.perf_counter() - t0))
         if applied.shadow is not None and (applied.shadow_fraction >= 1.0 or random.random() < applied.shadow_fraction):
             self._shadow.offer(applied.shadow, features, label)
         if self.sample > 0 and random.random() < self.sample:
             self.inference_log.write(version, features, score, label)
+        if publish:
+            self.publish_metrics()
         return 200, {"version": version, "score": score, "label": label}, applied.generation
 
-    def _failed_request(self, v: str, kind: str, status: int, message: str, t0: float, generation: int):
+    def _failed_request(self, v: str, kind: str, status: int, message: str, t0: float, generation: int,
+                        publish: bool):
         m = self.metrics
         m.child(m.requests, v).inc()
         m.child(m.errors, v, kind).inc()
-        m.child(m.latency, v).observe(time.perf_counter() - t0)
+        self._latencies.append((v, time.perf_counter() - t0))
+        if publish:
+            self.publish_metrics()
         return status, _error(kind, message), generation
 
     # -- admin --------------------------------------------------------------------------
