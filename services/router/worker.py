@@ -273,7 +273,7 @@ class Worker:
                 shadow=loaded[state.shadow.version] if state.shadow else None,
                 shadow_fraction=(state.shadow.percent / 100.0) if state.shadow else 0.0,
             )
-            # requests served under the previous weights are counted before any under these
+            # latencies observed under the previous weights are in before any under these
             self.publish_metrics()
             self.applied = applied
             self._sig = sig
