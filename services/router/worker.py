@@ -16,8 +16,8 @@ reads them). The latency histogram is published in batches: a request appends
 request that does the routing check (so at most ``CHECK_S`` after a request while
 requests flow, and at once for a request after a quiet spell), by the background thread
 (within ``BUSY_POLL_S`` of the last request), and before a new routing generation is
-applied (so every latency observed under the previous weights is in before any under the
-new ones). In a loaded server a histogram observation costs two multiprocess metric
+applied (so the latencies queued under the previous weights are in before the new ones
+apply; a request still in flight on another thread at that instant joins the next batch). In a loaded server a histogram observation costs two multiprocess metric
 writes, about 15 µs with cold caches between requests; batched, one write per bucket
 touched per batch.
 
@@ -273,7 +273,7 @@ class Worker:
                 shadow=loaded[state.shadow.version] if state.shadow else None,
                 shadow_fraction=(state.shadow.percent / 100.0) if state.shadow else 0.0,
             )
-            # latencies observed under the previous weights are in before any under these
+            # latencies queued under the previous weights are in before these apply
             self.publish_metrics()
             self.applied = applied
             self._sig = sig

@@ -172,7 +172,8 @@ def test_a_batch_of_latencies_lands_in_the_same_buckets_as_one_by_one():
     from services.router.metrics import LATENCY_BUCKETS
 
     values = [0.0, 0.0004, 0.0005, 0.00050001, 0.002, 0.0031, 0.25, 1.0, 4.99, 5.0, 7.5, 120.0]
-    values += [random.Random(3).expovariate(200.0) for _ in range(500)]
+    rnd = random.Random(3)
+    values += [rnd.expovariate(200.0) for _ in range(500)]
     batched, single = CollectorRegistry(), CollectorRegistry()
     mb, ms = Metrics(registry=batched), Metrics(registry=single)
     mb.observe_many(mb.child(mb.latency, "1"), values)
