@@ -124,7 +124,7 @@ def anytime(d: dict) -> np.ndarray:
     e_lat = mixture_log_value(np.cumsum(odds_log_lr(slow_c * lat_ok, (slow_c + slow_b) * lat_ok, lshare), axis=1))
     qc = quantile(np.cumsum(hc * lat_ok[..., None], 1), s.latency_quantile)
     qb = quantile(np.cumsum(hb * lat_ok[..., None], 1), s.latency_quantile)
-    lat = (e_lat >= log_t) & (qc / qb >= s.latency_ratio)
+    lat = (e_lat >= log_t) & (qc / qb >= s.latency_ratio) & ((qc - qb) * 1000 >= s.latency_min_added_ms)
     # SLOs
     e_slo_err = mixture_log_value(np.cumsum(odds_log_lr(ec, nc, s.error_rate_max), axis=1))
     k100 = int(np.searchsorted(BOUNDS, s.latency_p95_ms_max / 1000 * (1 - 1e-9)))

@@ -29,7 +29,8 @@ is split evenly over four tests (Bonferroni), alpha/4 each:
    windows (so it is fixed before the window it tests). The same conditional e-process,
    on which version each slow request came from. Rolls back only when H0 is rejected
    *and* the canary's estimated ``latency_quantile`` is at least ``latency_ratio``
-   times the champion's.
+   times the champion's and at least ``latency_min_added_ms`` above it (on a 2 ms
+   service, a canary 1 ms slower is 1.5x but rarely worth a rollback).
 
 Requiring the ratio as well only removes rollbacks, so each test's false-rollback rate
 stays within its share of alpha.
@@ -101,6 +102,7 @@ class AnalysisSettings:
     error_rate_ratio: float = 1.5
     latency_quantile: float = 0.9
     latency_ratio: float = 1.5
+    latency_min_added_ms: float = 0.0
     srm_alpha: float = 0.001
     error_rate_max: float = 0.05
     latency_p95_ms_max: float = 100.0
@@ -113,6 +115,8 @@ class AnalysisSettings:
             raise ValueError("latency_quantile must be in (0, 1)")
         if self.error_rate_ratio < 1 or self.latency_ratio < 1:
             raise ValueError("error_rate_ratio and latency_ratio must be >= 1")
+        if not self.latency_min_added_ms >= 0:
+            raise ValueError("latency_min_added_ms must be >= 0")
         if not 0 < self.error_rate_max < 1:
             raise ValueError("error_rate_max must be in (0, 1)")
 
@@ -122,6 +126,7 @@ class AnalysisSettings:
         a = policy.analysis
         return cls(alpha=float(a["alpha"]), error_rate_ratio=float(a["error_rate_ratio"]),
                    latency_quantile=float(a["latency_quantile"]), latency_ratio=float(a["latency_ratio"]),
+                   latency_min_added_ms=float(a["latency_min_added_ms"]),
                    srm_alpha=float(a["srm_alpha"]), error_rate_max=policy.slo.error_rate_max,
                    latency_p95_ms_max=policy.slo.latency_p95_ms_max, min_requests=policy.slo.min_requests)
 
@@ -312,10 +317,13 @@ class CanaryAnalysis:
         qc = VersionCounters.from_dict(s["canary_hist"]).latency_quantile(q)
         qb = VersionCounters.from_dict(s["champion_hist"]).latency_quantile(q)
         ratio = math.inf if not qb else qc / qb
-        if ratio < self.settings.latency_ratio:
+        added_ms = (qc - qb) * 1000
+        floor_ms = self.settings.latency_min_added_ms
+        if ratio < self.settings.latency_ratio or added_ms < floor_ms:
             return []
+        added = f", +{added_ms:.1f} ms >= {floor_ms:g} ms" if floor_ms else ""
         return [f"latency regressed: canary p{q * 100:g} {qc * 1000:.1f} ms vs champion {qb * 1000:.1f} ms, "
-                f"{ratio:.2f}x >= {self.settings.latency_ratio:g}x; {s['canary'] / s['canary_n']:.1%} of canary vs "
+                f"{ratio:.2f}x >= {self.settings.latency_ratio:g}x{added}; {s['canary'] / s['canary_n']:.1%} of canary vs "
                 f"{s['champion'] / s['champion_n']:.1%} of champion requests over {t * 1000:g} ms "
                 f"(e={e_value(self.latency_vs_champion.log_value):.3g} >= {threshold:g})"]
 
@@ -375,7 +383,8 @@ class CanaryAnalysis:
                 "champion_quantile_ms": _quantile_ms(s.get("champion_hist"), self.settings.latency_quantile),
                 "canary_slow_fraction": rate(s["canary"], s["canary_n"]),
                 "champion_slow_fraction": rate(s["champion"], s["champion_n"]),
-                "quantile": self.settings.latency_quantile, "ratio": self.settings.latency_ratio},
+                "quantile": self.settings.latency_quantile, "ratio": self.settings.latency_ratio,
+                "min_added_ms": self.settings.latency_min_added_ms},
             "slo": self.slo.evidence(),
             "srm": self.srm.evidence(),
         }

@@ -35,6 +35,7 @@ DEFAULT_ANALYSIS = {
     "error_rate_ratio": 1.5,
     "latency_quantile": 0.9,
     "latency_ratio": 1.5,
+    "latency_min_added_ms": 0.0,
     "srm_alpha": 0.001,
 }
 DEFAULT_GATES = {
@@ -310,8 +311,9 @@ class Project:
                 problems.extend(exc.problems)
                 continue
             if env.policy_path:
+                seen_policies.add((self.root / env.policy_path).resolve())  # its problems are reported once
                 try:
-                    seen_policies.add(self.policy_for(env).path.resolve())
+                    self.policy_for(env)
                 except ConfigError as exc:
                     problems.extend(exc.problems)
         for path in sorted((self.root / POLICY_DIR).glob("*.yaml")):

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,12 +15,12 @@ def hist(latencies_s):
     return tuple(float((lat <= b).sum()) for b in LATENCY_BUCKETS)
 
 
-def traffic(rng, n, weight, error_c=0.01, error_b=0.01, latency_scale=1.0, canary_share=None):
+def traffic(rng, n, weight, error_c=0.01, error_b=0.01, latency_scale=1.0, canary_share=None, median_s=0.02):
     nc = rng.binomial(n, canary_share if canary_share is not None else weight / 100)
     nb = n - nc
 
     def version(k, err, scale):
-        lat = rng.lognormal(np.log(0.02 * scale), 0.5, k)
+        lat = rng.lognormal(np.log(median_s * scale), 0.5, k)
         return VersionCounters(requests=k, errors=float(rng.binomial(k, err)), latency_bounds=LATENCY_BUCKETS,
                                latency_counts=hist(lat))
 
@@ -75,6 +76,30 @@ def test_doubled_latency_rolls_back_although_the_p95_slo_holds():
     assert verdict.outcome is Outcome.FAIL
     assert len(verdict.reasons) == 1 and verdict.reasons[0].startswith("latency regressed: canary p90 ")
     assert verdict.evidence["step"]["canary_p95_ms"] < 100
+
+
+def test_a_few_added_milliseconds_on_a_fast_service_pass_under_the_floor():
+    # champion median 1.5 ms, canary 1.6x: past latency_ratio, about +1.7 ms at p90
+    def verdict_with(floor_ms):
+        rng = np.random.default_rng(7)
+        analysis = CanaryAnalysis(AnalysisSettings(latency_min_added_ms=floor_ms))
+        return run(analysis, rng, 60, 25, latency_scale=1.6, median_s=0.0015)
+
+    without = verdict_with(0)
+    assert without.outcome is Outcome.FAIL and without.reasons[0].startswith("latency regressed: canary p90 ")
+    floored = verdict_with(3)
+    assert floored.outcome is Outcome.PASS
+    ev = floored.evidence["latency_vs_champion"]
+    assert ev["e_value"] >= ev["threshold"] and ev["min_added_ms"] == 3
+    assert ev["canary_quantile_ms"] / ev["champion_quantile_ms"] >= 1.5
+    assert 0 < ev["canary_quantile_ms"] - ev["champion_quantile_ms"] < 3
+
+
+def test_the_floor_does_not_hide_a_large_regression():
+    rng = np.random.default_rng(3)
+    verdict = run(CanaryAnalysis(AnalysisSettings(latency_min_added_ms=3)), rng, 100, 5, latency_scale=2.0)
+    assert verdict.outcome is Outcome.FAIL
+    assert re.search(r"\d\.\d+x >= 1\.5x, \+\d+\.\d ms >= 3 ms; ", verdict.reasons[0]), verdict.reasons[0]
 
 
 def test_small_real_regression_below_the_ratio_does_not_roll_back():

@@ -32,6 +32,18 @@ def test_shipped_files_are_valid_and_reproduce_reference_criteria(repo):
     assert policy.analysis["alpha"] == 0.05
 
 
+def test_latency_floor_reaches_the_analysis_and_a_negative_one_is_refused(repo, capsys):
+    from promotion.analysis import AnalysisSettings
+
+    proj = Project(repo)
+    assert AnalysisSettings.from_policy(proj.policy_for(proj.environment("prod"))).latency_min_added_ms == 3
+    _replace(repo / "policies" / "prod.yaml", "latency_min_added_ms: 3", "latency_min_added_ms: -1")
+    assert main(["--root", str(repo), "validate"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("policies/prod.yaml:")
+    assert "analysis.latency_min_added_ms: must be >= 0" in lines[0]
+
+
 def test_version_must_be_integer_names_file_line_and_path(repo, capsys):
     env = repo / "environments" / "prod.yaml"
     before = env.read_text()
