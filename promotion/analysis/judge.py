@@ -32,7 +32,7 @@ is split evenly over four tests (Bonferroni), alpha/4 each:
    times the champion's and at least ``latency_min_added_ms`` above it (on a 2 ms
    service, a canary 1 ms slower is 1.5x but rarely worth a rollback).
 
-Requiring the ratio as well only removes rollbacks, so each test's false-rollback rate
+Requiring the ratio (and the floor) as well only removes rollbacks, so each test's false-rollback rate
 stays within its share of alpha.
 3. error-rate SLO and 4. p95-latency SLO (:mod:`promotion.analysis.slo`).
 
