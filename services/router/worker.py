@@ -17,9 +17,10 @@ request that does the routing check (so at most ``CHECK_S`` after a request whil
 requests flow, and at once for a request after a quiet spell), by the background thread
 (within ``BUSY_POLL_S`` of the last request), and before a new routing generation is
 applied (so the latencies queued under the previous weights are in before the new ones
-apply; a request still in flight on another thread at that instant joins the next batch). In a loaded server a histogram observation costs two multiprocess metric
-writes, about 15 µs with cold caches between requests; batched, one write per bucket
-touched per batch.
+apply; a request still in flight on another thread at that instant joins the next
+batch). In a loaded server a histogram observation costs two multiprocess metric writes,
+about 15 µs with cold caches between requests; batched, one write per bucket touched per
+batch.
 
 ``handle_predict`` and ``handle_set_routing`` return ``(status, body)`` pairs that the
 service turns into HTTP responses.
