@@ -21,6 +21,26 @@ Rules compared on the same streams (all begin after 50 canary requests, the poli
   and on the share of requests slower than the champion's p90 bucket bound, each at
   alpha/2 (z > 1.96), so the nominal level is the same 0.05.
 
+* ``savvi``: an independent peer, the sequential multinomial test of Lindon & Malek
+  (NeurIPS 2022) as implemented by PyPI ``savvi`` (``InhomogeneousPoissonProcess``, its
+  "canary software release test"), on the same error counts: which version each error
+  came from, against the configured split, at the policy's whole alpha (0.05), rolling
+  back when its p-value reaches alpha with the canary's contrast above zero. It runs in
+  its own venv (``.bench-venv-savvi``, from the hashed ``bench/requirements-savvi.txt``),
+  built on first use; if that fails the reason is printed and the rest still runs.
+
+Two more signals, each at its share of alpha (:mod:`promotion.analysis.budget`: 0.05
+over the four tests of today plus this one = 0.01):
+
+* labels: recall 0.95 (champion) vs 0.85 (canary), tolerance 0.02, 5 % canary share of
+  40 requests/s, a quarter of them positives, windows of 10 s; every label arrives a
+  fixed delay after its request (0, 60, 600 s). Median seconds to rollback and the A/A
+  false-rollback rate (horizon 1 h), through :func:`promotion.analysis.bounded.comparison_update`.
+* score shift: champion scores Beta(2, 5), canary scores moved so that the drift gate's
+  ``score_psi`` (10 equal-width bins) is 0.2; per-bin counts of windows of 250 requests
+  through :func:`promotion.analysis.score_shift.score_shift_log_bf`. Median canary
+  requests to detect, and the A/A false-rollback rate (80 windows).
+
 Run: ``python bench/canary_sim.py [--seed N] [--canaries N]``. The last line is
 ``RESULT ...`` for machines.
 """
@@ -28,19 +48,32 @@ Run: ``python bench/canary_sim.py [--seed N] [--canaries N]``. The last line is
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import beta as beta_dist
 from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from promotion.analysis import AnalysisSettings, CanaryAnalysis, Outcome  # noqa: E402
 from promotion.analysis.sequential import mixture_log_value, odds_log_lr, srm_log_bf  # noqa: E402
+from promotion.analysis.bounded import LAMBDAS, comparison_update, log_threshold, margin, mixture  # noqa: E402
+from promotion.analysis.budget import alpha_shares  # noqa: E402
+from promotion.analysis.score_shift import score_shift_log_bf  # noqa: E402
+from promotion.gates._stats import score_psi  # noqa: E402
 from promotion.metrics.base import LATENCY_BUCKETS, VersionCounters, Window  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAVVI_VENV = ROOT / ".bench-venv-savvi"
+SAVVI_LOCK = ROOT / "bench" / "requirements-savvi.txt"
 
 BATCH = 250
 WEIGHT = 0.05
@@ -186,6 +219,139 @@ def cross_check(d: dict, first: np.ndarray, streams: int) -> int:
     return agree
 
 
+SAVVI_RUN = r"""
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+import numpy as np
+from savvi.multinomial import InhomogeneousPoissonProcess
+data = np.load(sys.argv[1])
+alpha, w = float(sys.argv[2]), float(sys.argv[3])
+out = {}
+for name in ("aa", "x3"):
+    eb, ec = data[name + "_eb"], data[name + "_ec"]
+    first = []
+    for r in range(eb.shape[0]):
+        ipp = InhomogeneousPoissonProcess(alpha, np.array([1 - w, w]), np.array([[-1, 1]]))
+        hit = -1
+        for b in range(eb.shape[1]):
+            ipp.update(np.array([eb[r, b], ec[r, b]], dtype=np.int64))
+            # Inference.infer() also solves cvxpy problems for the confidence interval;
+            # the rollback needs only its p-value (kept as a running minimum, as infer does)
+            ipp.p_value = np.fmin(ipp.p_value, ipp.calculate_p_value())
+            if ipp.p_value[0] <= alpha and ipp.counts.sum() and ipp.contrasts[0] > 0:
+                hit = b
+                break
+        first.append(hit)
+    out[name] = first
+print(json.dumps(out))
+"""
+
+
+def ensure_savvi_venv() -> tuple[Path | None, str]:
+    """The bench-only venv with savvi, from its hashed lock (rebuilt when the lock changes).
+    Returns ``(python, "")`` or ``(None, why)``."""
+    python = SAVVI_VENV / "bin" / "python"
+    want = hashlib.sha256(SAVVI_LOCK.read_bytes()).hexdigest()
+    stamp = SAVVI_VENV / ".requirements.sha256"
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == want:
+        return python, ""
+    print("creating .bench-venv-savvi with savvi from bench/requirements-savvi.txt...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(SAVVI_VENV)], check=True)
+        uv = Path(sys.executable).with_name("uv")
+        if uv.exists():
+            cmd = [str(uv), "pip", "sync", "--quiet", "--python", str(python), "--require-hashes", str(SAVVI_LOCK)]
+        else:
+            cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                   "--require-hashes", "-r", str(SAVVI_LOCK)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return None, f"installing {SAVVI_LOCK.name} failed: {proc.stderr.strip().splitlines()[-1:]}"
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return None, f"creating {SAVVI_VENV.name} failed: {exc}"
+    stamp.write_text(want + "\n")
+    return python, ""
+
+
+def savvi_rule(aa: dict, x3: dict) -> tuple[dict | None, str]:
+    """First rollback batch per stream under savvi's test, for the A/A and 3x streams."""
+    python, why = ensure_savvi_venv()
+    if python is None:
+        return None, why
+    with tempfile.TemporaryDirectory(prefix="bench-savvi-") as tmp:
+        path = Path(tmp) / "streams.npz"
+        np.savez(path, aa_eb=aa["eb"], aa_ec=aa["ec"], x3_eb=x3["eb"], x3_ec=x3["ec"])
+        proc = subprocess.run([str(python), "-c", SAVVI_RUN, str(path), str(SETTINGS.alpha), str(WEIGHT)],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None, "savvi run failed: " + proc.stderr.strip()[-500:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {k: np.where(np.array(v) >= 0, np.array(v), NEVER) for k, v in got.items()}, ""
+
+
+LABEL_WINDOW_S = 10
+LABEL_RPS = 40
+LABEL_POSITIVES = 0.25
+LABEL_TOLERANCE = 0.02
+
+
+def label_rollback_s(rng, canaries: int, windows: int, recall_canary: float, delays_s) -> dict:
+    """Seconds to the first label rollback per canary (inf if none), for each delay, on
+    the same request streams: labels of window t's requests are counted at t + delay."""
+    alpha = alpha_shares(SETTINGS.alpha, ("labels:recall",))["labels:recall"]
+    per = LABEL_RPS * LABEL_WINDOW_S
+    nc = rng.binomial(per, WEIGHT, (canaries, windows))
+    pc, pb = rng.binomial(nc, LABEL_POSITIVES), rng.binomial(per - nc, LABEL_POSITIVES)
+    hc, hb = rng.binomial(pc, recall_canary), rng.binomial(pb, 0.95)
+    cum = np.stack([np.cumsum(hc, 1), np.cumsum(pc, 1), np.cumsum(hb, 1), np.cumsum(pb, 1)], -1)
+    m = margin(True, absolute=LABEL_TOLERANCE)
+    out = {}
+    for d in delays_s:
+        lag = d // LABEL_WINDOW_S
+        log_m, consumed = np.zeros((canaries, len(LAMBDAS))), np.zeros((canaries, 4))
+        first = np.full(canaries, np.inf)
+        for t in range(lag, windows + lag):
+            src = t - lag  # the newest window whose labels have arrived by the end of window t
+            log_m, consumed = comparison_update(log_m, consumed, cum[:, src], m, alpha)
+            hit = (mixture(log_m) >= log_threshold(alpha)) & np.isinf(first)
+            first[hit] = (t + 1) * LABEL_WINDOW_S
+        out[d] = first
+    return out
+
+
+SCORE_BINS = 10
+
+
+def shifted_probs() -> tuple[np.ndarray, np.ndarray, float]:
+    """Champion bin probabilities (Beta(2, 5) on 10 equal-width bins) and a canary's whose
+    PSI, as the drift gate computes it, is 0.2; plus that PSI on 10^6 sampled scores."""
+    edges = np.linspace(0, 1, SCORE_BINS + 1)
+
+    def probs(a):
+        return np.diff(beta_dist.cdf(edges, a, 5))
+
+    base = probs(2.0)
+    lo, hi = 2.0, 6.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        pc = probs(mid)
+        psi = float(np.sum((pc - base) * np.log(pc / base)))
+        lo, hi = (mid, hi) if psi < 0.2 else (lo, mid)
+    rng = np.random.default_rng(0)
+    check = score_psi(rng.beta(2.0, 5, 1_000_000), rng.beta(lo, 5, 1_000_000), SCORE_BINS)
+    return base, probs(lo), check
+
+
+def shift_first(rng, canaries: int, batches: int, canary_probs, base_probs) -> np.ndarray:
+    alpha = alpha_shares(SETTINGS.alpha, ("score_shift",))["score_shift"]
+    nc = rng.binomial(BATCH, WEIGHT, (canaries, batches))
+    hc = np.cumsum(rng.multinomial(nc, canary_probs), axis=1)
+    hb = np.cumsum(rng.multinomial(BATCH - nc, base_probs), axis=1)
+    log_e = score_shift_log_bf(hc, hb, WEIGHT)
+    first = first_true(log_e >= math.log(1 / alpha))
+    return requests_until({"nc": nc}, first)
+
+
 def median_str(x: np.ndarray) -> str:
     m = float(np.median(x))
     return "never" if math.isinf(m) else f"{m:,.0f}"
@@ -230,15 +396,58 @@ def main(argv: list[str] | None = None) -> int:
         e3, l2 = table["3x errors", rule], table["2x latency", rule]
         print(f"{rule:<10} {fr:>20.4f} {median_str(e3):>19} {np.isfinite(e3).mean():>12.1%} "
               f"{median_str(l2):>19} {np.isfinite(l2).mean():>12.1%}")
+    savvi, why = savvi_rule(scenarios["A/A"], scenarios["3x errors"])
+    if savvi is None:
+        print(f"savvi: not run ({why})")
+        savvi_fr, savvi_3x = float("nan"), np.array([np.inf])
+    else:
+        savvi_fr = float((savvi["aa"] != NEVER).mean())
+        savvi_3x = requests_until(scenarios["3x errors"], savvi["x3"])
+        print(f"{'savvi':<10} {savvi_fr:>20.4f} {median_str(savvi_3x):>19} {np.isfinite(savvi_3x).mean():>12.1%} "
+              f"{'(errors only)':>19}")
+    print("  savvi: Lindon & Malek (2022) multinomial test, savvi 0.3.1 InhomogeneousPoissonProcess, alpha "
+          f"{SETTINGS.alpha:g} on the error counts alone; anytime spends {SETTINGS.alpha_each:g} on them")
+
+    delays = (0, 60, 600)
+    label_windows = 3600 // LABEL_WINDOW_S
+    label_aa = label_rollback_s(rng, args.canaries // 2, label_windows, 0.95, (0,))[0]
+    label_bad = label_rollback_s(rng, args.canaries // 4, 2 * label_windows + 600 // LABEL_WINDOW_S, 0.85, delays)
+    label_fr = float(np.isfinite(label_aa).mean())
+    print()
+    print(f"labels: recall 0.95 -> 0.85 (tolerance {LABEL_TOLERANCE}), {LABEL_RPS} requests/s, canary {WEIGHT:.0%}, "
+          f"{LABEL_POSITIVES:.0%} positives, alpha {alpha_shares(SETTINGS.alpha, ('labels',))['labels']:g}")
+    print(f"  A/A false rollbacks over 1 h: {label_fr:.4f} ({args.canaries // 2} canaries)")
+    for d in delays:
+        x = label_bad[d]
+        print(f"  label delay {d:>4} s: median {median_str(x)} s to rollback, rolled back {np.isfinite(x).mean():.1%} "
+              f"({args.canaries // 4} canaries)")
+
+    base, moved, psi_check = shifted_probs()
+    shift_aa = shift_first(rng, args.canaries, AA_BATCHES, base, base)
+    shift_bad = shift_first(rng, args.canaries // 2, POWER_BATCHES, moved, base)
+    shift_fr = float(np.isfinite(shift_aa).mean())
+    print()
+    print(f"score shift: PSI {psi_check:.3f} by the drift gate's score_psi on 10^6 scores, alpha "
+          f"{alpha_shares(SETTINGS.alpha, ('score_shift',))['score_shift']:g}")
+    print(f"  A/A false rollbacks: {shift_fr:.4f}; median canary requests to detect: {median_str(shift_bad)}, "
+          f"detected {np.isfinite(shift_bad).mean():.1%}")
+
     print()
     for name, agree, n in checks:
         print(f"cross-check {name}: CanaryAnalysis agrees with the vectorised run on {agree}/{n} streams")
     print(f"elapsed {time.time() - started:.1f} s")
     fr = {rule: np.isfinite(table["A/A", rule]).mean() for rule in rules}
+
+    def num(x):
+        return median_str(x).replace(",", "")
+
     print(f"RESULT false_rollback_rate={fr['anytime']:.4f} threshold_false_rollback_rate={fr['threshold']:.4f} "
           f"ztest_false_rollback_rate={fr['z-test']:.4f} "
-          f"median_requests_3x_error={median_str(table['3x errors', 'anytime']).replace(',', '')} "
-          f"median_requests_2x_latency={median_str(table['2x latency', 'anytime']).replace(',', '')}")
+          f"median_requests_3x_error={num(table['3x errors', 'anytime'])} "
+          f"median_requests_2x_latency={num(table['2x latency', 'anytime'])} "
+          f"savvi_false_rollback_rate={savvi_fr:.4f} savvi_median_requests_3x_error={num(savvi_3x)} "
+          f"label_false_rollback_rate={label_fr:.4f} label_median_s_delay60={num(label_bad[60])} "
+          f"shift_median_requests={num(shift_bad)} shift_false_rollback_rate={shift_fr:.4f}")
     return 0 if all(a == n for _, a, n in checks) else 1
 
 

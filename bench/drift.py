@@ -19,6 +19,7 @@ Ends with ``RESULT seconds=<ours> speedup_vs_evidently=<x>``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -46,17 +47,28 @@ print(json.dumps({"seconds": time.perf_counter() - t0}))
 
 
 def ensure_venv() -> Path:
-    """The bench-only virtualenv with evidently (created on first use; git-ignored)."""
-    python = VENV / "bin" / "python"
-    ok = python.exists() and subprocess.run([str(python), "-c", "import evidently"], capture_output=True).returncode == 0
-    if not ok:
-        print("creating .bench-venv with evidently (first run only)...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        import numpy
+    """The bench-only virtualenv with evidently, installed from its hashed lock.
 
-        # the same numpy as the project, so both sides run the same array code
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "evidently",
-                        f"numpy=={numpy.__version__}", "pyarrow"], check=True)
+    ``bench/requirements-evidently.txt`` pins evidently and everything it imports, with
+    hashes (an unpinned evidently stopped importing once pandas 3 was released). The venv
+    is rebuilt whenever that file changes: its sha256 is kept in the venv.
+    """
+    python = VENV / "bin" / "python"
+    lock = ROOT / "bench" / "requirements-evidently.txt"
+    want = hashlib.sha256(lock.read_bytes()).hexdigest()
+    stamp = VENV / ".requirements.sha256"
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == want:
+        return python
+    print("creating .bench-venv with evidently from bench/requirements-evidently.txt...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
+    uv = Path(sys.executable).with_name("uv")  # the project's locked uv (make install)
+    if uv.exists():
+        cmd = [str(uv), "pip", "sync", "--quiet", "--python", str(python), "--require-hashes", str(lock)]
+    else:
+        cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--require-hashes", "-r", str(lock)]
+    subprocess.run(cmd, check=True)
+    stamp.write_text(want + "\n")
     return python
 
 

@@ -29,15 +29,26 @@ MLflow sqlite registry with two ``tiny`` fraud-detector versions, then measures:
    without (a round's p95 rests on a few hundred requests; the median of per-round
    ratios is printed too).
    One unmeasured round with mirroring on comes first, so the shadow processes have loaded
-   the shadow version before any round counts.
+   the shadow version before any round counts;
+4. pyfunc: the same overhead and added-p95 measurements (20 rounds; a 30 s latency window,
+   as a pipeline answers fewer requests a second) for a scikit-learn
+   pipeline with a string column (StandardScaler + OneHotEncoder -> LogisticRegression,
+   ``tests/support/flavours.py``), registered twice, served through its pyfunc flavour by
+   the router (95/5 between the two versions) and by the plain service (the same version,
+   the same loading and input handling, the same 2 workers), one row per request in
+   MLflow's ``dataframe_split`` format. Printed beside it, measured in this process on
+   the same row: what the router's input path and model call cost, and what
+   ``PyFuncModel.predict`` on a one-row DataFrame costs (MLflow's own serving path).
 
 Every figure is printed with its spread over rounds. Ends with one line::
 
-    RESULT throughput_ratio=<x> p95_added_ms=<ms> storm_failed=<n> storm_apply_ms_max=<ms> shadow_p95_ratio=<x>
+    RESULT throughput_ratio=<x> p95_added_ms=<ms> storm_failed=<n> storm_apply_ms_max=<ms> shadow_p95_ratio=<x> \
+        pyfunc_throughput_ratio=<x> pyfunc_p95_added_ms=<ms>
 
-Run: ``.venv/bin/python bench/router_overhead.py`` (about 4-5 minutes on 2 cores);
+Run: ``.venv/bin/python bench/router_overhead.py`` (about 7 minutes on 2 cores);
 ``--aa`` runs only the throughput phase with the plain service on both sides and ends with
-``RESULT aa_throughput_ratio=<x> aa_cpu_ratio=<x>``.
+``RESULT aa_throughput_ratio=<x> aa_cpu_ratio=<x>``; ``--pyfunc`` runs only phase 4 and
+ends with ``RESULT pyfunc_throughput_ratio=<x> pyfunc_p95_added_ms=<ms>``.
 """
 
 from __future__ import annotations
@@ -71,6 +82,11 @@ STORM_GAP_S = 0.2
 PER_WORKER = CLIENTS // 2
 TOKEN = "bench-token"
 AA = "--aa" in sys.argv[1:]  # plain service on both sides: the throughput figure's noise floor
+PYFUNC_ONLY = "--pyfunc" in sys.argv[1:]
+PYFUNC_MODEL = "pipeline"
+PYFUNC_ROUNDS = 20   # each round measures INSTANCES pairs
+PYFUNC_PAIRED_S = 30.0  # a pipeline answers a few hundred requests/s: longer, for as many samples per p95
+PYFUNC_ROW = {"amount": 42.5, "hour": 13, "merchant": "travel"}
 
 FEATURES = {"amount": 42.0, "hour": 13.0, "merchant_risk": 0.3, "distance_km": 12.0, "velocity_1h": 1.0,
             "account_age_days": 400.0, "device_trust": 0.7, "intl": 0.0, "card_present": 1.0,
@@ -143,13 +159,14 @@ class Conn:
 
 
 def closed_loop(port: int, seconds: float, clients: int = CLIENTS, on_response=None, keyed: bool = True,
-                until: threading.Event | None = None, conns: list | None = None, rate: float | None = None):
-    """``clients`` threads sending back to back (or each at ``rate`` requests/s) for
-    ``seconds`` (or until ``until`` is set), over ``conns`` if given (one per client);
-    returns (latencies, failures, elapsed)."""
+                until: threading.Event | None = None, conns: list | None = None, rate: float | None = None,
+                body: bytes | None = None):
+    """``clients`` threads sending ``body`` (default: one fraud row) back to back (or each
+    at ``rate`` requests/s) for ``seconds`` (or until ``until`` is set), over ``conns`` if
+    given (one per client); returns (latencies, failures, elapsed)."""
     if conns is not None:
         clients = len(conns)
-    body = json.dumps({"features": FEATURES}).encode()
+    body = body or json.dumps({"features": FEATURES}).encode()
     deadline = time.monotonic() + seconds
     lat: list[list[float]] = [[] for _ in range(clients)]
     failures = [0] * clients
@@ -189,10 +206,10 @@ def closed_loop(port: int, seconds: float, clients: int = CLIENTS, on_response=N
     return [x for part in lat for x in part], sum(failures), time.monotonic() - t0
 
 
-def paired(ports: tuple[int, int], seconds: float, clients: int = CLIENTS):
+def paired(ports: tuple[int, int], seconds: float, clients: int = CLIENTS, body: bytes | None = None):
     """Each client alternates between the two services, so both see the same moment's
     machine and the same concurrent load; returns the latencies per service."""
-    body = json.dumps({"features": FEATURES}).encode()
+    body = body or json.dumps({"features": FEATURES}).encode()
     deadline = time.monotonic() + seconds
     lat: list[tuple[list[float], list[float]]] = [([], []) for _ in range(clients)]
 
@@ -286,6 +303,143 @@ def admin(port: int, body: dict) -> dict:
     return r.json()
 
 
+def port_of(svc) -> int:
+    return int(svc.url.rsplit(":", 1)[1])
+
+
+def overhead(starting: list, fleet: dict, rounds: int, body: bytes | None = None,
+             what: str = "") -> tuple[float, dict[str, float]]:
+    """Throughput of router vs plain in short alternating pairs over rotating instances
+    (see the module docstring); prints the figures, returns (median ratio, CPU ms per request)."""
+    for _, svc in starting:
+        closed_loop(port_of(svc), WARMUP_S, body=body)
+    ratios: list[float] = []
+    tput: dict[str, list[float]] = {"plain": [], "router": []}
+    cpu = {"plain": [0.0, 0], "router": [0.0, 0]}  # server CPU seconds, requests
+    per_instance: dict[int, list[float]] = {}
+    for r in range(rounds):
+        for i in range(INSTANCES):
+            pair = (("plain", fleet["plain"][i]), ("router", fleet["router"][(i + r) % INSTANCES]))
+            got = {}
+            for name, svc in pair if (r + i) % 2 == 0 else pair[::-1]:
+                c0 = server_cpu(svc)
+                lat, failed, elapsed = closed_loop(port_of(svc), PAIR_S, body=body)
+                cpu[name][0] += server_cpu(svc) - c0
+                cpu[name][1] += len(lat)
+                got[name] = len(lat) / elapsed
+                per_instance.setdefault(id(svc), []).append(got[name])
+                if failed:
+                    print(f"warning: {failed} failed requests against {name}")
+            ratios.append(got["router"] / got["plain"])
+            for name in got:
+                tput[name].append(got[name])
+    label = "plain (as router)" if AA else "router"
+    print(f"{what}throughput ({CLIENTS} clients, {len(ratios)} pairs of {PAIR_S:.2f}s measurements over "
+          f"{INSTANCES} instances per service, rotating): plain {spread(tput['plain'], '{:.0f}')} req/s | "
+          f"{label} {spread(tput['router'], '{:.0f}')} req/s | {label}/plain per pair {spread(ratios)}; "
+          f"ratio of totals {sum(tput['router']) / sum(tput['plain']):.3f}", flush=True)
+    print("  median req/s per instance: " + "; ".join(
+        f"{name} {k} {median(per_instance[id(svc)]):.0f}" for k, (name, svc) in enumerate(starting)), flush=True)
+    cpu_ms = {name: 1000 * c / max(n, 1) for name, (c, n) in cpu.items()}
+    print(f"{what}server CPU per request (all processes of all instances, same measurements): plain "
+          f"{cpu_ms['plain']:.3f} ms | {label} {cpu_ms['router']:.3f} ms | {label}/plain "
+          f"{cpu_ms['router'] / cpu_ms['plain']:.3f}", flush=True)
+    return median(ratios), cpu_ms
+
+
+def added_latency(plain_port: int, router_port: int, body: bytes | None = None, what: str = "",
+                  seconds: float = PAIRED_S) -> float:
+    """p95 added by the router, below saturation (clients alternating request by request
+    between the two services); prints it with the saturated figure; returns milliseconds."""
+    lat_plain, lat_router = paired((plain_port, router_port), seconds, LAT_CLIENTS, body=body)
+    added_ms = (p95(lat_router) - p95(lat_plain)) * 1000
+    sat_plain, sat_router = paired((plain_port, router_port), SATURATED_S, CLIENTS, body=body)
+    print(f"{what}latency ({LAT_CLIENTS} clients alternating between the services, {seconds:.0f}s): "
+          f"p95 plain {p95(lat_plain) * 1000:.2f} ms | router {p95(lat_router) * 1000:.2f} ms | "
+          f"added {added_ms:+.2f} ms; median plain {median(lat_plain) * 1000:.2f} ms | "
+          f"router {median(lat_router) * 1000:.2f} ms  ({len(lat_plain)}/{len(lat_router)} requests)", flush=True)
+    print(f"{what}latency, saturated ({CLIENTS} clients alternating, {SATURATED_S:.0f}s, reference only): "
+          f"p95 plain {p95(sat_plain) * 1000:.2f} ms | router {p95(sat_router) * 1000:.2f} ms | "
+          f"added {(p95(sat_router) - p95(sat_plain)) * 1000:+.2f} ms", flush=True)
+    return added_ms
+
+
+def in_process_costs(reg, mv) -> None:
+    """Per-row cost of the router's input path and model call vs PyFuncModel.predict, here."""
+    import warnings
+
+    import pandas as pd
+
+    from services.router import models, payload
+
+    model = models.load(reg, mv.name, mv.version, mv.digest, Path(tempfile.mkdtemp(prefix="bench-pyfunc-")))
+    body = {"dataframe_split": {"columns": list(PYFUNC_ROW), "data": [list(PYFUNC_ROW.values())]}}
+    frame = pd.DataFrame([PYFUNC_ROW])
+
+    def ours():
+        batch = payload.parse(body)
+        return model.predict(model.inputs(batch), batch)
+
+    def timed(f, n: int = 400) -> float:
+        for _ in range(40):
+            f()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            f()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a, b = timed(ours), timed(lambda: model.pyfunc.predict(frame))
+    print(f"pyfunc, in this process, one row: the router's path (parse, signature check, DataFrame, "
+          f"predict_proba) {a:.0f} us | PyFuncModel.predict on a DataFrame (class only) {b:.0f} us", flush=True)
+
+
+def pyfunc_phase(tmp: Path, reg) -> tuple[float, float]:
+    """Phase 4: the router and the plain service over a scikit-learn pipeline's pyfunc model."""
+    import requests
+
+    from services.router.process import PLAIN, free_port, start_service
+    from tests.support.flavours import register_pipeline
+
+    t0 = time.monotonic()
+    p1, p2 = register_pipeline(reg, 1, PYFUNC_MODEL), register_pipeline(reg, 2, PYFUNC_MODEL)
+    initial = json.dumps({"routes": {str(p1.version): 95, str(p2.version): 5},
+                          "digests": {str(p1.version): p1.digest, str(p2.version): p2.digest}})
+    body = json.dumps({"dataframe_split": {"columns": list(PYFUNC_ROW),
+                                           "data": [list(PYFUNC_ROW.values())]}}).encode()
+    starting = []
+    try:
+        for i in range(INSTANCES):
+            starting.append(("plain", start_service(
+                free_port(), tmp / f"pyfunc-plain{i}", reg.uri, None, workers=2, target=PLAIN, wait=False,
+                model_name=PYFUNC_MODEL,
+                env_extra={"PROMOTION_PLAIN_VERSION": str(p1.version), "PROMOTION_PLAIN_DIGEST": p1.digest})))
+            starting.append(("router", start_service(
+                free_port(), tmp / f"pyfunc-router{i}", reg.uri, TOKEN, workers=2, model_name=PYFUNC_MODEL,
+                initial_routes=initial, wait=False)))
+        for _, svc in starting:
+            svc.wait_up(240)
+        for name, svc in starting:  # a refused payload would be fast and meaningless: check first
+            answer = requests.post(svc.url + "/predict", data=body, timeout=30,
+                                   headers={"Content-Type": "application/json"})
+            if answer.status_code != 200 or "scores" not in answer.json():
+                raise SystemExit(f"pyfunc {name} answered {answer.status_code}: {answer.text[:300]}")
+        print(f"pyfunc: versions {p1.version}, {p2.version} of {PYFUNC_MODEL!r} (scikit-learn pipeline), "
+              f"{len(starting)} services up after {time.monotonic() - t0:.1f}s", flush=True)
+        in_process_costs(reg, p1)
+        fleet = {k: [svc for n, svc in starting if n == k] for k in ("plain", "router")}
+        ratio, _ = overhead(starting, fleet, PYFUNC_ROUNDS, body, "pyfunc ")
+        for svc in fleet["plain"][1:] + fleet["router"][1:]:
+            svc.stop()
+        added_ms = added_latency(port_of(fleet["plain"][0]), port_of(fleet["router"][0]), body, "pyfunc ",
+                                 PYFUNC_PAIRED_S)
+    finally:
+        for _, svc in starting:
+            svc.stop()
+    return ratio, added_ms
+
+
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="router-bench-"))
     os.environ["PROMOTION_STATE"] = str(tmp / "promotion")
@@ -296,6 +450,13 @@ def main() -> int:
 
     t_setup = time.monotonic()
     reg = Registry(root=tmp)
+    if PYFUNC_ONLY:
+        try:
+            ratio, added = pyfunc_phase(tmp, reg)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"RESULT pyfunc_throughput_ratio={ratio:.3f} pyfunc_p95_added_ms={added:.3f}")
+        return 0
     v1, v2 = register_tiny(reg), register_tiny(reg)
     digests = {str(v1.version): v1.digest, str(v2.version): v2.digest}
     print(f"registered versions {v1.version}, {v2.version} in {time.monotonic() - t_setup:.1f}s", flush=True)
@@ -323,57 +484,14 @@ def main() -> int:
         plain_port, router_port = (int(fleet[k][0].url.rsplit(":", 1)[1]) for k in ("plain", "router"))
 
         # -- 1. overhead --------------------------------------------------------------
-        for _, svc in starting:
-            closed_loop(int(svc.url.rsplit(":", 1)[1]), WARMUP_S)
-        ratios: list[float] = []
-        tput: dict[str, list[float]] = {"plain": [], "router": []}
-        cpu = {"plain": [0.0, 0], "router": [0.0, 0]}  # server CPU seconds, requests
-        per_instance: dict[int, list[float]] = {}
-        for r in range(ROUNDS):
-            for i in range(INSTANCES):
-                pair = (("plain", fleet["plain"][i]), ("router", fleet["router"][(i + r) % INSTANCES]))
-                got = {}
-                for name, svc in pair if (r + i) % 2 == 0 else pair[::-1]:
-                    c0 = server_cpu(svc)
-                    lat, failed, elapsed = closed_loop(int(svc.url.rsplit(":", 1)[1]), PAIR_S)
-                    cpu[name][0] += server_cpu(svc) - c0
-                    cpu[name][1] += len(lat)
-                    got[name] = len(lat) / elapsed
-                    per_instance.setdefault(id(svc), []).append(got[name])
-                    if failed:
-                        print(f"warning: {failed} failed requests against {name}")
-                ratios.append(got["router"] / got["plain"])
-                for name in got:
-                    tput[name].append(got[name])
-        throughput_ratio = median(ratios)
-        label = "plain (as router)" if AA else "router"
-        print(f"throughput ({CLIENTS} clients, {len(ratios)} pairs of {PAIR_S:.2f}s measurements over {INSTANCES} "
-              f"instances per service, rotating): plain {spread(tput['plain'], '{:.0f}')} req/s | "
-              f"{label} {spread(tput['router'], '{:.0f}')} req/s | {label}/plain per pair {spread(ratios)}; "
-              f"ratio of totals {sum(tput['router']) / sum(tput['plain']):.3f}", flush=True)
-        print("  median req/s per instance: " + "; ".join(
-            f"{name} {k} {median(per_instance[id(svc)]):.0f}"
-            for k, (name, svc) in enumerate(starting)), flush=True)
-        cpu_ms = {name: 1000 * c / max(n, 1) for name, (c, n) in cpu.items()}
-        print(f"server CPU per request (all processes of all instances, same measurements): plain "
-              f"{cpu_ms['plain']:.3f} ms | {label} {cpu_ms['router']:.3f} ms | {label}/plain "
-              f"{cpu_ms['router'] / cpu_ms['plain']:.3f}", flush=True)
+        throughput_ratio, cpu_ms = overhead(starting, fleet, ROUNDS)
         if AA:
             print(f"RESULT aa_throughput_ratio={throughput_ratio:.3f} "
                   f"aa_cpu_ratio={cpu_ms['router'] / cpu_ms['plain']:.3f}")
             return 0
         for svc in fleet["plain"][1:] + fleet["router"][1:]:  # the rest runs on one instance of each
             svc.stop()
-        lat_plain, lat_router = paired((plain_port, router_port), PAIRED_S, LAT_CLIENTS)
-        p95_added_ms = (p95(lat_router) - p95(lat_plain)) * 1000
-        sat_plain, sat_router = paired((plain_port, router_port), SATURATED_S, CLIENTS)
-        print(f"latency ({LAT_CLIENTS} clients alternating between the services, {PAIRED_S:.0f}s): "
-              f"p95 plain {p95(lat_plain) * 1000:.2f} ms | router {p95(lat_router) * 1000:.2f} ms | "
-              f"added {p95_added_ms:+.2f} ms; median plain {median(lat_plain) * 1000:.2f} ms | "
-              f"router {median(lat_router) * 1000:.2f} ms  ({len(lat_plain)}/{len(lat_router)} requests)", flush=True)
-        print(f"latency, saturated ({CLIENTS} clients alternating, {SATURATED_S:.0f}s, reference only): "
-              f"p95 plain {p95(sat_plain) * 1000:.2f} ms | router {p95(sat_router) * 1000:.2f} ms | "
-              f"added {(p95(sat_router) - p95(sat_plain)) * 1000:+.2f} ms", flush=True)
+        p95_added_ms = added_latency(plain_port, router_port)
 
         # -- 2. storm -----------------------------------------------------------------
         a, b = str(v1.version), str(v2.version)
@@ -466,6 +584,11 @@ def main() -> int:
               f"on/off per round {spread(shadow_ratios)}; p95 over all rounds off {p95(shadow_lat['off']) * 1000:.2f} ms, "
               f"on {p95(shadow_lat['on']) * 1000:.2f} ms, on/off {shadow_p95_ratio:.3f}; {mirrored:.0f} mirrored, "
               f"{dropped:.0f} dropped", flush=True)
+        for svc in services:  # memory and cores for phase 4
+            svc.stop()
+
+        # -- 4. pyfunc ----------------------------------------------------------------
+        pyfunc_ratio, pyfunc_added_ms = pyfunc_phase(tmp, reg)
     finally:
         for svc in services:
             svc.stop()
@@ -473,7 +596,8 @@ def main() -> int:
 
     print(f"RESULT throughput_ratio={throughput_ratio:.3f} p95_added_ms={p95_added_ms:.3f} "
           f"storm_failed={storm_failed} storm_apply_ms_max={storm_apply_ms_max:.1f} "
-          f"shadow_p95_ratio={shadow_p95_ratio:.3f}")
+          f"shadow_p95_ratio={shadow_p95_ratio:.3f} pyfunc_throughput_ratio={pyfunc_ratio:.3f} "
+          f"pyfunc_p95_added_ms={pyfunc_added_ms:.3f}")
     return 0
 
 

@@ -17,8 +17,8 @@ import sys
 from promotion.errors import ConfigError, Error, UsageError
 
 COMMANDS = (
-    "validate", "gate", "approve", "propose", "rollout", "rollback", "verify", "keys",
-    "audit", "status", "reconcile", "serve", "github", "demo",
+    "validate", "gate", "approve", "propose", "rollout", "resume", "abort", "rollback", "verify", "keys",
+    "audit", "status", "reconcile", "serve", "github", "demo", "init", "doctor",
 )
 
 
@@ -48,8 +48,67 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
+        dests = {a.dest for a in p._actions}
+        if dests & set(_ENVIRONMENT_ARGS) and "model" not in dests:
+            p.add_argument("--model", metavar="NAME",
+                           help="the model, where the environment promotes several (environments/<env>/<model>.yaml)")
+            p.set_defaults(_environment_model=True)
         p.set_defaults(_module=module)
     return parser
+
+
+# argument names that hold environment names, in every subcommand that takes one
+_ENVIRONMENT_ARGS = ("environment", "env", "environments")
+
+
+def _check_environment_args(args) -> None:
+    """Refuse an environment argument that could name a path, before any command runs.
+
+    Workflow inputs reach the CLI as these arguments too, so this covers them.
+    """
+    from promotion.config import check_environment_name
+
+    for dest in _ENVIRONMENT_ARGS:
+        value = getattr(args, dest, None)
+        for name in value if isinstance(value, list) else [value] if value is not None else []:
+            try:
+                check_environment_name(name)
+            except UsageError as exc:
+                raise UsageError(f"promotion {args.command}: {exc.message}") from None
+
+
+def _resolve_environment_args(args) -> None:
+    """Turn each environment argument into the environment file it means: ``prod`` with
+    several models in environments/prod/ needs ``--model`` (or ``prod/<model>``); a list
+    of environments (``reconcile``) takes every model of such an environment."""
+    from promotion.config import Project
+
+    if not getattr(args, "_environment_model", False):
+        return  # no environment argument here (init's --model names the model to scaffold)
+    model = getattr(args, "model", None)
+    present = [d for d in _ENVIRONMENT_ARGS if getattr(args, d, None) is not None]
+    if not present:
+        if model is not None:
+            raise UsageError(f"promotion {args.command}: --model needs an environment")
+        return
+    try:
+        project = Project.discover(args.root) if args.root else Project.discover()
+    except ConfigError:
+        return  # the command reports the missing repository itself
+    for dest in present:
+        value = getattr(args, dest)
+        try:
+            if isinstance(value, list):
+                out = []
+                for name in value:
+                    several = model is None and "/" not in name and not project.environment_path(name).exists()
+                    models = project.models_of(name) if several else []
+                    out += [f"{name}/{m}" for m in models] if models else [project.resolve(name, model)]
+                setattr(args, dest, out)
+            else:
+                setattr(args, dest, project.resolve(value, model))
+        except UsageError as exc:
+            raise UsageError(f"promotion {args.command}: {exc.message}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "_module", None):
             parser.print_help()
             return 2
+        _check_environment_args(args)
+        _resolve_environment_args(args)
         return int(args._module.run(args) or 0)
+    # No catch-all for RecursionError or MemoryError here: input is bounded where it is
+    # parsed (promotion/_internal/safeload.py, yamlio.py), and exit 2 promises that nothing
+    # changed, which a handler this far out cannot know (a rollout may have moved traffic).
     except Error as exc:
         # config problems already read "file:line path: message"
         prefix = "" if isinstance(exc, ConfigError) else "error: "

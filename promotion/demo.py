@@ -15,6 +15,7 @@ says it is not for production.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import re
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = "services.fraud"  # the example model the story trains (a module path, not an import)
 DEMO_OVERRIDES = {
     # the demo's traffic is a few hundred requests a second; holds are shortened to match
     "staging": {"steps": "    - {weight: 100, hold_s: 3, min_requests: 100, max_s: 60}\n"},
@@ -69,14 +71,24 @@ def _cli(*argv: str) -> int:
     return main(list(argv))
 
 
-def prepare_workspace(ws: Path, ports: dict[str, int], window: Path) -> None:
-    """Copy the repository's config into ``ws``, point it at local ports, init git."""
+def prepare_workspace(ws: Path, ports: dict[str, int], window: Path,
+                      blocks: dict[str, dict] | None = None) -> None:
+    """Copy the repository's config into ``ws``, point it at local ports, init git.
+
+    ``blocks`` replaces top-level blocks of an environment file (``{"prod": {"serving":
+    {...}, "metrics": {...}}}``): the scale-out topology serves prod through Envoy.
+    """
+    import yaml
+
     (ws / "environments").mkdir(parents=True)
     (ws / "policies").mkdir()
     for env in ("dev", "staging", "prod"):
         text = (REPO_ROOT / "environments" / f"{env}.yaml").read_text()
         if env in ports:
             text = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{ports[env]}", text)
+        if blocks and env in blocks:
+            doc = {**yaml.safe_load(text), **blocks[env]}
+            text = f"# Desired state of the {env} environment (scale-out demo).\n" + yaml.safe_dump(doc, sort_keys=False)
         text += f"\ndrift:\n  production_window: {window}\n"
         (ws / "environments" / f"{env}.yaml").write_text(text)
     for env in ("dev", "staging", "prod"):
@@ -103,8 +115,13 @@ def prepare_workspace(ws: Path, ports: dict[str, int], window: Path) -> None:
     _git(ws, "commit", "-q", "-m", "Start a promotion repository")
 
 
-def run_demo(workspace: str | None = None, keep: bool = True) -> int:
-    """Run the demo; returns 0 when the story ended as it should."""
+def run_demo(workspace: str | None = None, keep: bool = True, topology: str = "local") -> int:
+    """Run the demo; returns 0 when the story ended as it should.
+
+    ``topology``: ``local`` (two BentoML routers, the embedded sqlite registry) or
+    ``envoy`` (:mod:`promotion.demo_envoy`: prod behind Envoy with two replicas per
+    version, MLflow on PostgreSQL with S3 artifacts, Prometheus).
+    """
     story = Story()
     ws = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="promotion-demo-"))
     ws = ws.resolve()
@@ -122,15 +139,37 @@ def run_demo(workspace: str | None = None, keep: bool = True) -> int:
     os.environ.pop("GITHUB_ACTIONS", None)
     _quiet_logs()
     story.chapter(f"Workspace {ws} (a scratch git repository; your checkout is not touched)")
-    services, load = [], []
+    services, load = [], []  # everything started, stopped in reverse order whatever happens
+    if topology == "envoy":
+        from promotion.demo_envoy import scale_out_story as run_story
+    else:
+        run_story = _story
     try:
-        return _story(story, ws, services, load)
+        return run_story(story, ws, services, load)
     finally:
+        _stop_everything(story, services, load)
+        story.say(f"\nworkspace kept at {ws}: `git -C {ws} log --stat` shows the audit trail")
+
+
+def _stop_everything(story: Story, services: list, load: list) -> None:
+    """Stop the load, then every server, last started first. A second Ctrl-C while this runs
+    is ignored: leaving servers behind would be worse than the few seconds it takes."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
         for l in load:
             l.stop()
-        for s in services:
-            s.stop()
-        story.say(f"\nworkspace kept at {ws}: `git -C {ws} log --stat` shows the audit trail")
+        for s in reversed(services):
+            try:
+                s.stop()
+            except Exception as exc:  # stop the others all the same
+                story.say(f"could not stop {type(s).__name__}: {exc}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _quiet_logs() -> None:
@@ -146,31 +185,22 @@ def _quiet_logs() -> None:
 
 
 def _story(story: Story, ws: Path, services: list, load: list) -> int:
-    from promotion._internal.loadgen import Load
+    from promotion.contract.launch import start_service
     from promotion.registry import Registry
-    from services.fraud import data, train
-    from services.router.process import start_service
+
+    # The demo tells the example model's story, so it loads the example by name from the
+    # checkout; the package itself never imports services/ (see promotion/contract).
+    data = importlib.import_module(EXAMPLE + ".data")
 
     ports = {"staging": _free_port(), "prod": _free_port()}
-    (ws / "data").mkdir(parents=True, exist_ok=True)
     window_path = ws / "data" / "production-window.parquet"
-    production = data.generate(20_000, seed=2024)
-    production.drop(columns=[data.LABEL]).to_parquet(window_path, index=False)
+    production = production_window(window_path)
     prepare_workspace(ws, ports, window_path)
     story.say(f"environments/ and policies/ copied; staging serves on :{ports['staging']}, prod on :{ports['prod']}")
 
     story.chapter("Train three versions and register them in MLflow (sqlite, aliases)")
     registry = Registry.for_root(ws)
-    versions = {}
-    for key in ("v1", "v2", "v3"):
-        t = time.monotonic()
-        with contextlib.redirect_stderr(io.StringIO()):  # MLflow's "Successfully registered ..." lines
-            mv = train.register(registry, train.SPECS[key])
-        versions[key] = mv
-        m = mv.metrics
-        story.say(f"v{mv.version} ({train.SPECS[key].description}): recall {m['recall']:.3f}  FPR {m['fpr']:.4f}  "
-                  f"F1 {m['f1']:.4f}  AUC {m['auc']:.4f}  p95 {m['latency_p95_ms']:.2f} ms  "
-                  f"[{time.monotonic() - t:.1f}s]")
+    versions = train_versions(story, registry)
     story.say(f"registry: {registry.uri}")
 
     story.chapter("Start the BentoML router for staging and prod (2 workers each)")
@@ -183,11 +213,50 @@ def _story(story: Story, ws: Path, services: list, load: list) -> int:
     story.say("both services up; no model is routed yet")
 
     rows = production[list(data.FEATURES)].head(4000).to_dict("records")
+    if tell_story(story, ws, versions, rows, load, {env: f"http://127.0.0.1:{p}" for env, p in ports.items()}) != 0:
+        return 1
+    story.chapter("The audit trail, replayed from git with every signature and chain link verified")
+    rc = _cli("audit", "prod")
+    return 0 if rc == 0 else 1
+
+
+def production_window(path: Path):
+    """Write the production window the drift gate reads (features only) to ``path``; returns
+    the frame, labels included."""
+    data = importlib.import_module(EXAMPLE + ".data")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    production = data.generate(20_000, seed=2024)
+    production.drop(columns=[data.LABEL]).to_parquet(path, index=False)
+    return production
+
+
+def train_versions(story: Story, registry) -> dict:
+    """Train v1, v2 and v3 of the example model and register them; ``{"v1": ModelVersion, ...}``."""
+    train = importlib.import_module(EXAMPLE + ".train")
+    versions = {}
+    for key in ("v1", "v2", "v3"):
+        t = time.monotonic()
+        # MLflow's "Successfully registered ..." lines, and its "View run at" links to a tracking server
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            mv = train.register(registry, train.SPECS[key])
+        versions[key] = mv
+        m = mv.metrics
+        story.say(f"v{mv.version} ({train.SPECS[key].description}): recall {m['recall']:.3f}  FPR {m['fpr']:.4f}  "
+                  f"F1 {m['f1']:.4f}  AUC {m['auc']:.4f}  p95 {m['latency_p95_ms']:.2f} ms  "
+                  f"[{time.monotonic() - t:.1f}s]")
+    return versions
+
+
+def tell_story(story: Story, ws: Path, versions: dict, rows: list[dict], load: list,
+               endpoints: dict[str, str], rates: tuple[int, int] = (250, 80)) -> int:
+    """v1 into staging and prod, then v2 promoted and v3 rolled back, under live traffic sent
+    to ``endpoints`` (``{"staging": url, "prod": url}``, ``rates`` req/s to prod and
+    staging); 0 when it ended as it should."""
+    from promotion._internal.envfile import set_model
+    from promotion._internal.loadgen import Load
 
     story.chapter("Bootstrap: v1 into staging, then prod")
     v1 = versions["v1"]
-    from promotion._internal.envfile import set_model
-
     for env in ("staging", "prod"):
         set_model(ws / "environments" / f"{env}.yaml", v1.version, v1.digest)
     _git(ws, "commit", "-qam", f"Deploy {v1.name} v{v1.version} to staging and prod")
@@ -196,9 +265,10 @@ def _story(story: Story, ws: Path, services: list, load: list) -> int:
         if _cli("rollout", env) != 0:
             story.say(f"bootstrap of {env} failed")
             return 1
-    load.append(Load(f"http://127.0.0.1:{ports['prod']}", rows, rate=250, threads=4).start())
-    load.append(Load(f"http://127.0.0.1:{ports['staging']}", rows, rate=80, threads=2).start())
-    story.say("traffic: 250 req/s to prod, 80 req/s to staging (production-like rows, a customer id per request)")
+    load.append(Load(endpoints["prod"], rows, rate=rates[0], threads=4).start())
+    load.append(Load(endpoints["staging"], rows, rate=rates[1], threads=2).start())
+    story.say(f"traffic: {rates[0]} req/s to prod, {rates[1]} req/s to staging "
+              "(production-like rows, a customer id per request)")
 
     for key, expect in (("v2", "promoted"), ("v3", "rolled_back")):
         mv = versions[key]
@@ -214,12 +284,10 @@ def _story(story: Story, ws: Path, services: list, load: list) -> int:
     for l, env in zip(load, ("prod", "staging")):
         l.stop()
         t = l.totals()
-        story.say(f"{env}: served by version {t['served']}, failed {t['failed']}")
+        why = f" ({', '.join(f'{k} x{n}' for k, n in sorted(t['failures'].items()))})" if t["failed"] else ""
+        story.say(f"{env}: served by version {t['served']}, failed {t['failed']}{why}")
     load.clear()
-
-    story.chapter("The audit trail, replayed from git with every signature and chain link verified")
-    rc = _cli("audit", "prod")
-    return 0 if rc == 0 else 1
+    return 0
 
 
 def _approve(env: str, reviewers: list[str]) -> None:
@@ -253,7 +321,35 @@ def _promote(story: Story, ws: Path, env: str, version: int, show_block: bool) -
     return state.phase.value if state else "up_to_date"
 
 
-def main(workspace: str | None = None) -> int:
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, ``kill``) unwinds like Ctrl-C, so that everything started is
+    stopped by the ``finally`` of :func:`run_demo` rather than left running."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def main(workspace: str | None = None, topology: str = "local") -> int:
+    """``promotion demo``: 0 when the story ended as it should, 130 when interrupted."""
+    _interrupt_on_sigterm()
     with contextlib.suppress(KeyboardInterrupt):
-        return run_demo(workspace)
+        return run_demo(workspace, topology=topology)
+    _ignore_late_signals()
     return 130
+
+
+def _ignore_late_signals() -> None:
+    """Interrupted, and everything it started already stopped: a signal that arrives now
+    (a second Ctrl-C, a child's SIGINT to the process group as it is torn down) must not
+    turn the exit code 130 into death by signal."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)

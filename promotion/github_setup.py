@@ -16,6 +16,17 @@ is the largest ``gates.approvals.required`` of any policy. Two ways to enforce i
 a repository ruleset (``mode="ruleset"``, lets the rollout bot bypass) or classic
 branch protection (``mode="branch-protection"``).
 
+Required checks are bound to the app that must report them (the GitHub Actions app,
+:data:`GITHUB_ACTIONS_APP_ID`, for the workflows' checks): unbound, any integration or
+anyone with write access could post a status named ``gates`` and satisfy it.
+
+The ruleset compared is the repository's own ruleset named ``promotion`` (listed with
+``includes_parents=false``; an organisation's ruleset or one of another name is not
+ours and is left alone), field by field: enforcement (``active``), target (``branch``),
+the ``ref_name`` conditions, every rule and every parameter (a parameter GitHub fills in
+with its default is not a difference), and the bypass actors. Any difference is drift:
+``--dry-run`` lists it, otherwise the ruleset is replaced (PUT).
+
 Also here: the drift issue the reconcile workflow keeps open while an environment
 drifts (:func:`upsert_issue`, :func:`close_issue`).
 """
@@ -23,15 +34,25 @@ drifts (:func:`upsert_issue`, :func:`close_issue`).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from promotion.errors import BadInput, GitHubError
 
 RULESET_NAME = "promotion"
+GITHUB_ACTIONS_APP_ID = 15368  # GET /apps/github-actions: the app behind every workflow check run
 DEFAULT_CHECKS = ("gates", "test", "workflows")
 MAX_APPROVALS = {"branch-protection": 6, "ruleset": 10}  # GitHub's limits
 DRIFT_LABEL = "promotion-drift"
+# parameters GitHub fills in when a ruleset is read back; equal to these they are no drift
+GITHUB_DEFAULTS = {
+    "rules.pull_request.allowed_merge_methods": ["merge", "rebase", "squash"],
+    "rules.pull_request.required_reviewers": [],
+    "rules.pull_request.automatic_copilot_code_review_enabled": False,
+    "rules.required_status_checks.do_not_enforce_on_create": False,
+}
+_CHECK = re.compile(r"^(?P<context>[^@\s][^@]{0,199}?)(?:@(?P<app>\d{1,12}|any))?$")
 
 
 class Api:
@@ -58,15 +79,31 @@ class Api:
         except ValueError as exc:
             raise GitHubError(f"{method} {path}: the answer is not JSON") from exc
 
+    def paginate(self, path: str, params: dict | None = None) -> list:
+        return self.client.paginate(path, params)
+
 
 # -- what the repository should enforce ----------------------------------------------
+
+def parse_check(text: str) -> tuple[str, int | None]:
+    """``NAME`` (reported by GitHub Actions), ``NAME@APP_ID`` or ``NAME@any`` (any app)."""
+    m = _CHECK.match(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise BadInput(f"--check {text!r}: use NAME, NAME@APP_ID or NAME@any")
+    app = m.group("app")
+    return m.group("context").strip(), (GITHUB_ACTIONS_APP_ID if app is None else None if app == "any" else int(app))
+
+
+def _check_label(context: str, app: int | None) -> str:
+    return f"{context}@{app if app is not None else 'any'}"
+
 
 @dataclass(frozen=True)
 class Protection:
     """The rules the default branch should carry (normalised, comparable)."""
 
     branch: str
-    required_checks: tuple[str, ...] = DEFAULT_CHECKS
+    required_checks: tuple[tuple[str, int | None], ...] = tuple((c, GITHUB_ACTIONS_APP_ID) for c in DEFAULT_CHECKS)
     strict: bool = True
     approvals: int = 1
     code_owner_review: bool = True
@@ -76,19 +113,17 @@ class Protection:
 
     def view(self, mode: str) -> dict[str, Any]:
         """The fields this mode can express, as ``plan`` compares them."""
-        out = {
-            "required_checks": sorted(self.required_checks),
+        if mode == "ruleset":
+            return _flatten_ruleset(_ruleset_body(self))
+        return {
+            "required_checks": sorted(_check_label(c, a) for c, a in self.required_checks),
             "strict": self.strict,
             "required_approving_review_count": self.approvals,
             "require_code_owner_review": self.code_owner_review,
             "dismiss_stale_reviews": self.dismiss_stale_reviews,
             "require_last_push_approval": self.require_last_push_approval,
+            "enforce_admins": True,
         }
-        if mode == "ruleset":
-            out["bypass_app_id"] = self.bypass_app_id
-        else:
-            out["enforce_admins"] = True
-        return out
 
 
 def desired_protection(project, branch: str, *, checks: tuple[str, ...] = DEFAULT_CHECKS,
@@ -102,7 +137,8 @@ def desired_protection(project, branch: str, *, checks: tuple[str, ...] = DEFAUL
             continue
         approvals = max(approvals, int(settings.get("required", 0)))
         codeowners = codeowners or bool(settings.get("codeowners", False))
-    return Protection(branch=branch, required_checks=tuple(checks), approvals=approvals,
+    parsed = tuple(dict.fromkeys(parse_check(c) for c in checks))
+    return Protection(branch=branch, required_checks=parsed, approvals=approvals,
                       code_owner_review=codeowners, bypass_app_id=bypass_app_id)
 
 
@@ -113,10 +149,17 @@ def _current_branch_protection(api: Api, repo: str, branch: str) -> dict[str, An
     if data is None:
         return None
     checks = data.get("required_status_checks") or {}
-    contexts = [c["context"] for c in checks.get("checks") or []] or list(checks.get("contexts") or [])
+    listed = checks.get("checks")
+    if listed is None:
+        listed = [{"context": c, "app_id": None} for c in checks.get("contexts") or []]
     reviews = data.get("required_pull_request_reviews") or {}
+
+    def app(check: dict) -> int | None:
+        value = check.get("app_id")
+        return value if isinstance(value, int) and value > 0 else None  # -1 or null: any app
+
     return {
-        "required_checks": sorted(contexts),
+        "required_checks": sorted(_check_label(c.get("context"), app(c)) for c in listed if isinstance(c, dict)),
         "strict": bool(checks.get("strict", False)),
         "required_approving_review_count": int(reviews.get("required_approving_review_count", 0)),
         "require_code_owner_review": bool(reviews.get("require_code_owner_reviews", False)),
@@ -127,26 +170,64 @@ def _current_branch_protection(api: Api, repo: str, branch: str) -> dict[str, An
 
 
 def _find_ruleset(api: Api, repo: str) -> dict[str, Any] | None:
-    for summary in api.request("GET", f"/repos/{repo}/rulesets") or []:
-        if summary.get("name") == RULESET_NAME:
-            return api.request("GET", f"/repos/{repo}/rulesets/{summary['id']}")
+    """This repository's own ruleset named ``promotion`` (not an organisation's)."""
+    for summary in api.paginate(f"/repos/{repo}/rulesets", {"includes_parents": "false"}):
+        if not isinstance(summary, dict) or summary.get("name") != RULESET_NAME:
+            continue
+        if summary.get("source_type", "Repository") != "Repository":
+            continue  # an organisation's ruleset that applies here is not ours to edit
+        return api.request("GET", f"/repos/{repo}/rulesets/{summary['id']}")
     return None
 
 
-def _ruleset_view(ruleset: dict[str, Any]) -> dict[str, Any]:
-    rules = {r.get("type"): r.get("parameters") or {} for r in ruleset.get("rules") or []}
-    pr = rules.get("pull_request", {})
-    checks = rules.get("required_status_checks", {})
-    bypass = [a.get("actor_id") for a in ruleset.get("bypass_actors") or [] if a.get("actor_type") == "Integration"]
-    return {
-        "required_checks": sorted(c["context"] for c in checks.get("required_status_checks") or []),
-        "strict": bool(checks.get("strict_required_status_checks_policy", False)),
-        "required_approving_review_count": int(pr.get("required_approving_review_count", 0)),
-        "require_code_owner_review": bool(pr.get("require_code_owner_review", False)),
-        "dismiss_stale_reviews": bool(pr.get("dismiss_stale_reviews_on_push", False)),
-        "require_last_push_approval": bool(pr.get("require_last_push_approval", False)),
-        "bypass_app_id": bypass[0] if bypass else None,
-    }
+def _flatten_ruleset(ruleset: dict[str, Any]) -> dict[str, Any]:
+    """A ruleset as ``path -> value``, lists in a canonical order, so two compare field by field."""
+    out: dict[str, Any] = {"enforcement": ruleset.get("enforcement"), "target": ruleset.get("target")}
+    conditions = ruleset.get("conditions") or {}
+    ref_name = conditions.get("ref_name") or {}
+    out["conditions.ref_name.include"] = sorted(map(str, ref_name.get("include") or []))
+    out["conditions.ref_name.exclude"] = sorted(map(str, ref_name.get("exclude") or []))
+    for key, value in conditions.items():
+        if key != "ref_name":
+            out[f"conditions.{key}"] = value
+    for rule in ruleset.get("rules") or []:
+        if not isinstance(rule, dict):
+            continue
+        kind = str(rule.get("type"))
+        out[f"rules.{kind}"] = "present"
+        for param, value in (rule.get("parameters") or {}).items():
+            if kind == "required_status_checks" and param == "required_status_checks":
+                value = sorted(_check_label(c.get("context"), c.get("integration_id"))
+                               for c in value or [] if isinstance(c, dict))
+            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = sorted(value)
+            out[f"rules.{kind}.{param}"] = value
+    if "bypass_actors" in ruleset:
+        out["bypass_actors"] = sorted(f"{a.get('actor_type')}:{a.get('actor_id')}:{a.get('bypass_mode')}"
+                                      for a in ruleset.get("bypass_actors") or [] if isinstance(a, dict))
+    else:  # GitHub shows bypass actors only to a token that may edit the ruleset
+        out["bypass_actors"] = "(not visible to this token)"
+    return out
+
+
+def _drift(current: dict[str, Any], desired: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    changes = []
+    for key in sorted(set(current) | set(desired), key=lambda k: (k not in desired, k)):
+        old, new = current.get(key), desired.get(key)
+        if key not in desired:
+            rule = ".".join(key.split(".")[:2])
+            if rule in desired and (key in GITHUB_DEFAULTS and _same(old, GITHUB_DEFAULTS[key])
+                                    or key not in GITHUB_DEFAULTS and old in (None, False, 0, [], {}, "")):
+                continue  # a parameter GitHub reads back at its default
+        if not _same(old, new):
+            changes.append((key, old, new))
+    return changes
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, list) and isinstance(b, list) and all(isinstance(x, str) for x in a + b):
+        return sorted(a) == sorted(b)
+    return a == b
 
 
 @dataclass
@@ -170,7 +251,7 @@ class Plan:
         what = f"ruleset {RULESET_NAME!r}" if self.mode == "ruleset" else f"branch protection of {self.branch}"
         if self.up_to_date:
             return [f"{self.repo}: {what} is up to date"]
-        head = f"{self.repo}: {what} " + ("would change:" if self.exists else "does not exist; would create:")
+        head = f"{self.repo}: {what} " + ("has drifted; would change:" if self.exists else "does not exist; would create:")
         return [head] + [f"  {k}: {_show(old)} -> {_show(new)}" for k, old, new in self.changes]
 
     def as_dict(self) -> dict[str, Any]:
@@ -198,12 +279,12 @@ def plan(api: Api, repo: str, want: Protection, mode: str = "ruleset") -> Plan:
     ruleset_id = None
     if mode == "ruleset":
         found = _find_ruleset(api, repo)
-        current = _ruleset_view(found) if found else None
+        current = _flatten_ruleset(found) if found else None
         ruleset_id = found.get("id") if found else None
     else:
         current = _current_branch_protection(api, repo, want.branch)
     desired = want.view(mode)
-    changes = [(k, (current or {}).get(k), v) for k, v in desired.items() if (current or {}).get(k) != v or current is None]
+    changes = _drift(current, desired) if current is not None else [(k, None, v) for k, v in desired.items()]
     return Plan(mode, repo, want.branch, current is not None, current, desired, ruleset_id, changes)
 
 
@@ -222,7 +303,8 @@ def _ruleset_body(want: Protection) -> dict[str, Any]:
                 "required_review_thread_resolution": False}},
             {"type": "required_status_checks", "parameters": {
                 "strict_required_status_checks_policy": want.strict,
-                "required_status_checks": [{"context": c} for c in sorted(want.required_checks)]}},
+                "required_status_checks": [{"context": c, **({"integration_id": a} if a is not None else {})}
+                                           for c, a in sorted(want.required_checks, key=lambda x: x[0])]}},
         ],
         "bypass_actors": [],
     }
@@ -235,7 +317,8 @@ def _ruleset_body(want: Protection) -> dict[str, Any]:
 def _branch_protection_body(want: Protection) -> dict[str, Any]:
     return {
         "required_status_checks": {"strict": want.strict,
-                                   "checks": [{"context": c} for c in sorted(want.required_checks)]},
+                                   "checks": [{"context": c, "app_id": a if a is not None else -1}
+                                              for c, a in sorted(want.required_checks, key=lambda x: x[0])]},
         "enforce_admins": True,
         "required_pull_request_reviews": {
             "dismiss_stale_reviews": want.dismiss_stale_reviews,
@@ -274,9 +357,11 @@ def default_branch(api: Api, repo: str) -> str:
 
 def _drift_issue(api: Api, repo: str, environment: str) -> dict[str, Any] | None:
     title = drift_title(environment)
-    issues = api.request("GET", f"/repos/{repo}/issues?state=open&labels={DRIFT_LABEL}&per_page=100") or []
-    for issue in issues:
-        if issue.get("title") == title and "pull_request" not in issue:
+    for issue in api.paginate(f"/repos/{repo}/issues", {"state": "open", "labels": DRIFT_LABEL}):
+        # GitHub lists pull requests among issues; and an issue a person opened under the
+        # same title is theirs, not the bot's to rewrite
+        if (isinstance(issue, dict) and issue.get("title") == title and "pull_request" not in issue
+                and (issue.get("user") or {}).get("type") == "Bot"):
             return issue
     return None
 
@@ -303,5 +388,5 @@ def close_issue(api: Api, repo: str, environment: str, comment: str) -> dict[str
     return api.request("PATCH", f"/repos/{repo}/issues/{issue['number']}", {"state": "closed", "state_reason": "completed"})
 
 
-__all__ = ["Api", "Protection", "Plan", "desired_protection", "plan", "apply", "default_branch",
+__all__ = ["Api", "Protection", "Plan", "desired_protection", "parse_check", "plan", "apply", "default_branch",
            "upsert_issue", "close_issue", "drift_title"]

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from promotion._internal.envfile import set_model
 from promotion._internal.git import Git
+from promotion._internal.paths import refuse_tracked_state
 from promotion.config import Project
 from promotion.errors import BadInput, RolloutError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from promotion.traffic.base import TrafficBackend
 
 LOCK_WAIT_S = 60.0
 
@@ -54,7 +59,7 @@ def choose_target(store, model: str, current: int, to: int | None) -> tuple[int,
 
 
 def rollback(project: Project, env_name: str, *, reason: str, to: int | None = None,
-             traffic=None, registry=None, signer=None, log=print) -> RollbackResult:
+             traffic: "TrafficBackend | None" = None, registry=None, signer=None, log=print) -> RollbackResult:
     """Roll ``env_name`` back; see the module docstring."""
     from promotion.records import RecordStore, record_related_paths, write_record
     from promotion.registry import Registry
@@ -64,6 +69,8 @@ def rollback(project: Project, env_name: str, *, reason: str, to: int | None = N
         raise BadInput("--reason is required: say why, it goes into the signed record")
     env = project.environment(env_name)
     policy = project.policy_for(env)
+    # a committed state folder would supply the registry, the key and the rollout state
+    refuse_tracked_state(project.root, RolloutError)
     if traffic is None:
         from promotion.traffic import backend_for
 
@@ -76,16 +83,16 @@ def rollback(project: Project, env_name: str, *, reason: str, to: int | None = N
     events = EventLog(store.events_path)
 
     # 1. traffic, at once, whatever else is running
-    routing = traffic.routing()
-    live = {int(k): float(v) for k, v in routing.routes.items()}
+    live = traffic.current()
     switch = None
-    if live != {target: 100.0}:
+    if live.weights != {target: 100.0} or live.mirror is not None:
         store.request_stop(reason)  # a running rollout stops at its next tick
         decided = time.monotonic()
-        new = traffic.set_routing({target: 100.0}, {target: digest}, None)
-        traffic.wait_applied(new.generation, 5.0)
+        traffic.prepare(target, digest)
+        applied = traffic.set_weights({target: 100.0})
+        traffic.verify(applied, traffic.apply_timeout_s)
         switch = round(time.monotonic() - decided, 3)
-        log(f"traffic   v{target}=100% on every worker in {switch * 1000:.0f} ms")
+        log(f"traffic   v{target}=100% applied by the data plane in {switch * 1000:.0f} ms")
     events.emit("manual_rollback_traffic", env=env.name, target=target, seconds=switch, reason=reason)
 
     # 2. the rest, once no rollout holds the environment

@@ -22,6 +22,18 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.invalid")
     monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Author")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "author@example.invalid")
+    yield
+    # mlflow.set_tracking_uri exports $MLFLOW_TRACKING_URI: never let one test's registry
+    # become the next test's (or a session fixture's) default
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(var, None)
+    try:
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+    except ImportError:  # pragma: no cover - a test environment without MLflow
+        return
+    tracking_utils._tracking_uri = None
+    registry_utils._registry_uri = None
 
 
 def make_repo(path: Path) -> Path:

@@ -15,7 +15,9 @@ process resumes where it stopped::
 
 Tests, each anytime-valid (see :mod:`promotion.analysis.sequential`). The policy's
 ``alpha`` bounds the probability that a healthy canary is ever rolled back by them; it
-is split evenly over four tests (Bonferroni), alpha/4 each:
+is split evenly (Bonferroni, :func:`promotion.analysis.budget.alpha_shares`) over four
+tests, alpha/4 each, plus one share per signal the policy enables (``analysis.labels``:
+one for the label metric, one more for its per-segment family):
 
 1. errors vs champion — H0: canary error rate <= champion's. For each window, which
    version each error came from, given the canary's share of the window's requests
@@ -35,6 +37,15 @@ is split evenly over four tests (Bonferroni), alpha/4 each:
 Requiring the ratio (and the floor) as well only removes rollbacks, so each test's false-rollback rate
 stays within its share of alpha.
 3. error-rate SLO and 4. p95-latency SLO (:mod:`promotion.analysis.slo`).
+5. (``analysis.labels``) the label metric vs champion, on labels fed back for requests
+   served since the canary started, and per segment with e-BH or Bonferroni
+   (:mod:`promotion.analysis.label_signal`: labels only roll back; with
+   ``require_labels_to_promote`` the 100 % step waits for ``min_labels``).
+6. (``analysis.kpis``) each business KPI vs champion, one share each
+   (:mod:`promotion.analysis.kpi_signal`); a KPI that cannot be read holds the step; with
+   ``rollout.strategy: experiment`` the step passes only once the KPI's lift is shown.
+7. (``analysis.score_shift``) the score distributions of both versions on the same
+   traffic (:mod:`promotion.analysis.shift_signal`), one share; it only rolls back.
 
 Plus the sample-ratio check at ``srm_alpha`` (:mod:`promotion.analysis.srm`). At 100 %
 there is no champion traffic: only the SLOs (and what was already learned) apply.
@@ -50,7 +61,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
+from promotion.analysis.budget import alpha_shares
+from promotion.analysis.kpi_signal import KpiSettings, KpiSignal
+from promotion.analysis.label_signal import LabelSettings, LabelSignal
 from promotion.analysis.sequential import OddsEProcess, e_value
+from promotion.analysis.shift_signal import ScoreShiftSignal
 from promotion.analysis.slo import SloCheck, bound_at_or_above
 from promotion.analysis.srm import SampleRatioCheck
 from promotion.metrics.base import VersionCounters, Window
@@ -107,8 +122,20 @@ class AnalysisSettings:
     error_rate_max: float = 0.05
     latency_p95_ms_max: float = 100.0
     min_requests: int = 50
+    labels: dict | None = None  # LabelSettings.to_dict(); None: no label signal
+    kpis: list | None = None  # [KpiSettings.to_dict()]; None: no KPI signal
+    experiment: dict | None = None  # {"kpi", "min_effect", "alpha"}: the experiment strategy's lift
+    score_shift: bool = False
+    shadow_disagreement: bool = False  # rollout.shadow.disagreement: a share for the shadow's test
 
     def __post_init__(self) -> None:
+        if self.labels is not None:
+            LabelSettings(**self.labels)  # raises ValueError on a bad rule
+        names = [KpiSettings(**k).name for k in self.kpis or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("kpis: names must be distinct")
+        if self.experiment is not None and self.experiment.get("kpi") not in names:
+            raise ValueError(f"experiment.kpi: {self.experiment.get('kpi')!r} is not one of analysis.kpis")
         if not 0 < self.alpha < 1 or not 0 < self.srm_alpha < 1:
             raise ValueError("alpha and srm_alpha must be in (0, 1)")
         if not 0 < self.latency_quantile < 1:
@@ -128,12 +155,48 @@ class AnalysisSettings:
                    latency_quantile=float(a["latency_quantile"]), latency_ratio=float(a["latency_ratio"]),
                    latency_min_added_ms=float(a["latency_min_added_ms"]),
                    srm_alpha=float(a["srm_alpha"]), error_rate_max=policy.slo.error_rate_max,
-                   latency_p95_ms_max=policy.slo.latency_p95_ms_max, min_requests=policy.slo.min_requests)
+                   latency_p95_ms_max=policy.slo.latency_p95_ms_max, min_requests=policy.slo.min_requests,
+                   labels=LabelSettings.from_policy(a["labels"]).to_dict() if a.get("labels") else None,
+                   kpis=[KpiSettings.from_policy(k).to_dict() for k in a["kpis"]] if a.get("kpis") else None,
+                   experiment=experiment_of(policy),
+                   score_shift=bool((a.get("score_shift") or {}).get("enabled", True)) if "score_shift" in a else False,
+                   shadow_disagreement=isinstance(getattr(policy, "shadow", None), dict)
+                   and policy.shadow.get("disagreement") is not None)
+
+    @property
+    def label_settings(self) -> LabelSettings | None:
+        return LabelSettings(**self.labels) if self.labels else None
+
+    @property
+    def kpi_settings(self) -> list[KpiSettings]:
+        return [KpiSettings(**k) for k in self.kpis or ()]
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        """The budget's names of the enabled signals beyond the base tests."""
+        ls = self.label_settings
+        return ((ls.signals if ls else ()) + tuple(k.signal for k in self.kpi_settings)
+                + (("score_shift",) if self.score_shift else ())
+                + (("shadow_disagreement",) if self.shadow_disagreement else ()))
+
+    @property
+    def shares(self) -> dict[str, float]:
+        """Each test's level (Bonferroni over the base tests and the enabled signals)."""
+        return alpha_shares(self.alpha, self.signals)
 
     @property
     def alpha_each(self) -> float:
-        """The false-rollback budget of each of the four tests."""
-        return self.alpha / 4
+        """The false-rollback budget of each base test (alpha/4 without extra signals)."""
+        return self.shares["errors"]
+
+
+def experiment_of(policy) -> dict | None:
+    """What the analysis needs of ``rollout.experiment`` (None without the experiment strategy)."""
+    ex = getattr(policy, "experiment", None)
+    if policy.strategy != "experiment" or not ex:
+        return None
+    return {"kpi": ex.get("kpi"), "min_effect": float(ex.get("min_effect", 0.0)),
+            "alpha": float(ex.get("alpha", policy.analysis.get("alpha", 0.05)))}
 
 
 def latency_bound_for(champion_hist: VersionCounters, quantile: float) -> float | None:
@@ -196,6 +259,18 @@ class CanaryAnalysis:
         self.slo = SloCheck(settings.error_rate_max, settings.latency_p95_ms_max, settings.alpha_each, s.get("slo"))
         self.srm = SampleRatioCheck(settings.srm_alpha, s.get("srm"))
         self.alarms: list[str] = list(s.get("alarms", []))
+        ls = settings.label_settings
+        self.labels = None
+        if ls is not None:
+            shares = settings.shares
+            self.labels = LabelSignal(ls, shares[ls.signals[0]], shares.get(ls.signals[-1]) if ls.segments else None,
+                                      s.get("labels"))
+        self.kpis = None
+        if settings.kpis:
+            self.kpis = KpiSignal(settings.kpi_settings, settings.shares, settings.experiment, s.get("kpis"))
+        self.shift = None
+        if settings.score_shift:
+            self.shift = ScoreShiftSignal(settings.shares["score_shift"], s.get("score_shift"))
 
     # -- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -208,6 +283,9 @@ class CanaryAnalysis:
             "latency_slow": dict(self.latency_slow),
             "e": {"errors": self.errors_vs_champion.to_dict(), "latency": self.latency_vs_champion.to_dict()},
             "slo": self.slo.to_dict(), "srm": self.srm.to_dict(), "alarms": list(self.alarms),
+            **({"labels": self.labels.to_dict()} if self.labels else {}),
+            **({"kpis": self.kpis.to_dict()} if self.kpis else {}),
+            **({"score_shift": self.shift.to_dict()} if self.shift else {}),
         }
 
     @classmethod
@@ -218,13 +296,14 @@ class CanaryAnalysis:
 
     # -- the verdict -------------------------------------------------------------------
     def observe(self, window: Window, champion: int, canary: int, canary_weight: float,
-                min_requests: int | None = None) -> Verdict:
+                min_requests: int | None = None, kpis: dict | None = None) -> Verdict:
         """Add one window and judge.
 
         ``canary_weight`` is the configured canary share in percent (as in the policy's
         steps: 5, 25, 100). A change of weight starts a new step (its own sample count);
         evidence carries over. ``min_requests`` (e.g. the step's own) raises the
-        policy's ``slo.min_requests`` for PASS. Once FAIL, always FAIL.
+        policy's ``slo.min_requests`` for PASS. ``kpis``: this window's KPI readings
+        (:meth:`promotion.analysis.kpi_signal.KpiSignal.update`). Once FAIL, always FAIL.
         """
         if not 0 <= canary_weight <= 100:
             raise ValueError(f"canary_weight is a percentage, got {canary_weight}")
@@ -264,6 +343,13 @@ class CanaryAnalysis:
         if b.latency_count > 0:
             self._remember_champion_latency(b)
         new_alarms += self.slo.update(c)
+        if self.labels is not None:
+            # every window, at every weight (100 % too): late labels of either version count
+            new_alarms += self.labels.update(c, b)
+        if self.kpis is not None:
+            new_alarms += self.kpis.update(kpis)
+        if self.shift is not None and 0 < w < 1:
+            new_alarms += self.shift.update(c, b, w)
         for alarm in new_alarms:
             kind = alarm.split(":")[0]
             if not any(a.split(":")[0] == kind for a in self.alarms):
@@ -350,10 +436,23 @@ class CanaryAnalysis:
             waiting.append(f"no data: champion {self.champion} served no requests in this step to compare with")
         if st["canary_requests"] > 0 and not st["latency_seen"]:
             waiting.append("no data: canary latency histogram is empty")
+        if self.labels is not None:
+            waiting += self.labels.waiting(self.weight)
+        if self.kpis is not None:
+            waiting += self.kpis.waiting(self.weight)
         if waiting:
             return Verdict(Outcome.INCONCLUSIVE, tuple(waiting), evidence)
         return Verdict(Outcome.PASS, (f"healthy: {st['canary_requests']:,.0f} canary requests at weight {self.weight:g}%, "
                                       "no regression, SLO breach or sample-ratio mismatch",), evidence)
+
+    def begin_probation(self) -> None:
+        """After the promotion the champion serves nothing: the signals that compare with
+        its outcomes (labels; KPIs that support it) judge the promoted version from now on
+        against the champion's pre-promotion baseline (:mod:`promotion.rollout.probation`)."""
+        for signal in (self.labels, getattr(self, "kpis", None)):
+            freeze = getattr(signal, "freeze_champion", None)
+            if freeze is not None:
+                freeze()
 
     def evidence(self) -> dict:
         """Numbers for the rollback record and the live view."""
@@ -387,4 +486,7 @@ class CanaryAnalysis:
                 "min_added_ms": self.settings.latency_min_added_ms},
             "slo": self.slo.evidence(),
             "srm": self.srm.evidence(),
+            **({"labels": self.labels.evidence()} if self.labels else {}),
+            **(self.kpis.evidence() if self.kpis else {}),
+            **({"score_shift": self.shift.evidence()} if self.shift else {}),
         }

@@ -13,7 +13,9 @@ HELP = "record a local approval of the proposed version (local approvals: NOT FO
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("environment", help="environment name (environments/<name>.yaml)")
+    parser.add_argument("environment", nargs="?", help="environment name (environments/<name>.yaml)")
+    parser.add_argument("--governance", action="store_true",
+                        help="approve the governance changes of the current commit (HEAD) instead")
     parser.add_argument("--by", required=True, metavar="NAME", help="who approves")
 
 
@@ -28,6 +30,17 @@ def run(args) -> int:
     if not by or any(c in by for c in "\n\r\0"):
         raise UsageError("--by must be a non-empty name")
     proj = project(args)
+    if args.governance == bool(args.environment):
+        raise UsageError("approve: name the environment, or pass --governance")
+    if args.governance:
+        from promotion._internal.git import Git
+        from promotion.governance import LOCAL_KEY, LOCAL_VERSION
+
+        head = Git(proj.root).head()  # bound to this commit: a new commit needs a new approval
+        path, count = record_local(state_dir(proj.root), LOCAL_KEY, LOCAL_VERSION, f"git:{head}", by)
+        print(f"{NOT_FOR_PRODUCTION}: {by} approved the governance changes of {head[:12]} "
+              f"({count} approval(s)) in {path}")
+        return 0
     env = proj.environment(args.environment)
     policy = proj.policy_for(env)
     required = int((policy.gates.get("approvals") or {}).get("required", 0))

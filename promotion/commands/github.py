@@ -4,8 +4,11 @@
   (required checks, code-owner review, stale approvals dismissed, approvals count);
   always prints the difference first, ``--dry-run`` stops there.
 - ``changed``: inside a workflow, the environments the triggering pull request or push
-  changes (an environment file, or the policy it uses), as JSON and as the step output
-  ``environments``.
+  changes, as JSON and as the step outputs ``environments`` (names) and ``targets`` (one
+  matrix entry per environment file: ``{target: prod/<model>, environment: prod}``). For a push: an environment
+  file, or the policy it uses. For a pull request: the environments whose proposed model
+  (name, version, digest) it changes; anything else it changes is a governance change
+  (:mod:`promotion.governance`), listed, with the step output ``governance=true``.
 - ``push``: push the commits a rollout or rollback made (records, reverts) to the
   branch that triggered the workflow, with ``$PROMOTION_BOT_TOKEN`` passed to git in the
   environment (never persisted, never on a command line); rebases onto newer commits.
@@ -20,7 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from promotion._internal import safeload
 from promotion.commands._common import append_step_summary, emit_json, project
+from promotion.commands.reconcile import matrix_targets
 from promotion.errors import GitError, UsageError
 
 HELP = "GitHub integration: setup branch protection, list changed environments, push bot commits"
@@ -35,8 +40,9 @@ def add_arguments(parser) -> None:
     setup.add_argument("--repo", default=os.environ.get("GITHUB_REPOSITORY"), help="owner/name (default: $GITHUB_REPOSITORY)")
     setup.add_argument("--branch", help="branch to protect (default: the repository's default branch)")
     setup.add_argument("--mode", choices=("ruleset", "branch-protection"), default="ruleset")
-    setup.add_argument("--check", action="append", dest="checks", metavar="NAME",
-                       help="a required status check (repeatable; default: gates, test, workflows)")
+    setup.add_argument("--check", action="append", dest="checks", metavar="NAME[@APP_ID]",
+                       help="a required status check, reported by the GitHub Actions app unless @APP_ID "
+                            "(or @any) says otherwise (repeatable; default: gates, test, workflows)")
     setup.add_argument("--bypass-app-id", type=int, help="GitHub App id of the rollout bot, allowed to push records (ruleset mode)")
     setup.add_argument("--dry-run", action="store_true", help="print the difference, change nothing")
     setup.add_argument("--json", action="store_true")
@@ -61,14 +67,18 @@ def run(args) -> int:
 
 def _setup(args) -> int:
     from promotion import github_setup as gs
+    from promotion.github.context import parse_repo
 
     if not args.repo:
         raise UsageError("github setup: give --repo owner/name (or set $GITHUB_REPOSITORY)")
+    parse_repo(args.repo)
+    checks = tuple(args.checks or gs.DEFAULT_CHECKS)
+    for check in checks:
+        gs.parse_check(check)  # bad input stops here, before any call to GitHub
     proj = project(args)
     api = gs.Api.from_env()
     branch = args.branch or gs.default_branch(api, args.repo)
-    want = gs.desired_protection(proj, branch, checks=tuple(args.checks or gs.DEFAULT_CHECKS),
-                                 bypass_app_id=args.bypass_app_id)
+    want = gs.desired_protection(proj, branch, checks=checks, bypass_app_id=args.bypass_app_id)
     the_plan = gs.plan(api, args.repo, want, args.mode)
     applied = False
     if not args.dry_run and not the_plan.up_to_date:
@@ -94,7 +104,7 @@ def _event() -> tuple[str, dict]:
     if not name or not path:
         raise UsageError("github changed: runs inside a workflow ($GITHUB_EVENT_NAME and $GITHUB_EVENT_PATH unset)")
     try:
-        return name, json.loads(Path(path).read_text(encoding="utf-8"))
+        return name, safeload.read_json(path, limit=safeload.MAX_EVENT_BYTES)
     except (OSError, ValueError) as exc:
         raise UsageError(f"github changed: cannot read the event payload {path}: {exc}") from exc
 
@@ -147,23 +157,48 @@ def environments_for(proj, files: list[str]) -> list[str]:
     return out
 
 
+def pull_request_changes(root: Path, payload: dict):
+    """The pull request's changes (:class:`promotion.governance.Changes`) from its payload."""
+    from promotion.governance import detect
+
+    pr = payload.get("pull_request") or {}
+    base, head = (pr.get("base") or {}).get("sha"), (pr.get("head") or {}).get("sha")
+    if not isinstance(base, str) or not isinstance(head, str) or not base or not head:
+        raise UsageError("github changed: the payload has no pull_request.base.sha / head.sha")
+    return detect(root, base, head)
+
+
 def _changed(args) -> int:
     from promotion.commands._common import in_github_actions
 
     proj = project(args)
     name, payload = _event()
-    files = changed_files(proj.root, name, payload)
-    envs = [] if files is None else environments_for(proj, files)
+    governance: list[str] = []
+    if name in ("pull_request", "pull_request_review"):
+        changes = pull_request_changes(proj.root, payload)
+        files: list[str] | None = []
+        envs = list(changes.promotions)
+        governance = [str(c) for c in changes.governance]
+    else:
+        files = changed_files(proj.root, name, payload)
+        envs = [] if files is None else environments_for(proj, files)
     output = os.environ.get("GITHUB_OUTPUT")
     if output:
         with open(output, "a", encoding="utf-8") as fh:
             fh.write(f"environments={json.dumps(envs)}\n")
+            fh.write(f"targets={json.dumps(matrix_targets(envs))}\n")
+            fh.write(f"governance={'true' if governance else 'false'}\n")
     print(json.dumps(envs))
     if files is None:
         note = "not the default branch: nothing to roll out"
     else:
         note = ("environments to act on: " + ", ".join(f"`{e}`" for e in envs)) if envs else \
-            "no environment or policy file changed: nothing to gate or roll out"
+            "no proposed model changed: no environment to gate or roll out"
+    if governance:
+        note += ("\n\ngovernance changes (the governance check decides; the owners named by the base "
+                 "policies must approve):\n" + "\n".join(f"- `{g}`" for g in governance))
+        if envs:
+            note += "\n\nthis pull request also promotes: split it (one kind of change per pull request)"
     print(note, file=sys.stderr)
     if in_github_actions():
         append_step_summary(note)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from promotion.commands._common import emit_json
 
 HELP = "create or rotate the local ed25519 record-signing key; list trusted keys"
+# a signer added by a direct push counts for nothing (promotion.records.validity)
+VIA_PULL_REQUEST = ("open a pull request with this change to environments/trust.yaml: records the new key signs "
+                    "count only once a merged pull request added it")
 
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=type(parser))
     sub.add_parser("create", help="create the signing key (if none) and register its public key in the trust file")
-    sub.add_parser("rotate", help="retire the active key(s) and create a new one; old records stay verifiable")
+    sub.add_parser("rotate", help="retire the active key(s), destroy the old private key, create a new one; "
+                                  "records committed before the retirement stay verifiable")
     p = sub.add_parser("list", help="list the keys and workflow identities in the trust file")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
@@ -30,15 +34,18 @@ def run(args) -> int:
         print(f"{'created' if created else 'using'} signing key {keyid[:12]} ({source})")
         if written:
             print("commit: " + " ".join(p.relative_to(root).as_posix() for p in written))
+            print(VIA_PULL_REQUEST)
         else:
             print("already listed in environments/trust.yaml")
         return 0
     if action == "rotate":
         retired, signer, written = keys.rotate(root)
         for keyid in retired:
-            print(f"retired key {keyid[:12]} (records it signed before now stay valid)")
+            print(f"retired key {keyid[:12]}: its private key is destroyed; records it signed stay valid if "
+                  "they are committed before this change to environments/trust.yaml")
         print(f"new signing key {signer.public_key.keyid[:12]} ({keys.private_key_path(root)})")
         print("commit: " + " ".join(sorted({p.relative_to(root).as_posix() for p in written})))
+        print(VIA_PULL_REQUEST)
         return 0
     if action == "list":
         trust = Trust.load(root)

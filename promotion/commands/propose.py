@@ -13,6 +13,7 @@ import io
 import shlex
 
 from promotion.commands._common import project
+from promotion.config import file_key
 
 HELP = "branch, edit environments/<env>.yaml to a new version (and digest), commit, open the pull request"
 
@@ -70,7 +71,7 @@ def run(args) -> int:
         git("branch", "-q", "-D", branch, check=False)
         raise
     body = pr_body(registry, env, mv, champion, digest)
-    out = state_dir(proj.root) / "proposals" / f"{env.name}-v{mv.version}.md"
+    out = state_dir(proj.root) / "proposals" / f"{file_key(env.name)}-v{mv.version}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body, encoding="utf-8")
     print(f"committed {sha[:12]} on {branch}: {rel} -> {mv.name} v{mv.version} ({digest})")

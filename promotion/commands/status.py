@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from promotion.commands._common import emit_json, project
 
-HELP = "show what an environment should run (git), holds (registry) and serves (router)"
+HELP = "show what an environment should run (git), holds (registry) and serves (its traffic backend)"
 
 
 def add_arguments(parser) -> None:
@@ -29,9 +29,12 @@ def run(args) -> int:
     try:
         from promotion.traffic import backend_for
 
-        routing = backend_for(env).routing()
-        out["routes"] = {str(k): v for k, v in routing.routes.items()}
-        out["generation"] = routing.generation
+        live = backend_for(env).current()
+        out["routes"] = {str(k): v for k, v in live.weights.items()}
+        out["generation"] = live.generation
+        out["serving_kind"] = env.serving.kind
+        if live.mirror is not None:
+            out["mirror"] = live.mirror.to_json()
     except Error as exc:
         out["routing_error"] = exc.message
     saved = StateStore(proj.root, env.name).load()

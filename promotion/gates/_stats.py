@@ -15,6 +15,16 @@ included); the p-value is Smirnov's asymptotic distribution, as in
 
 PSI: bins are the reference's deciles (``bins`` quantiles; fewer when values repeat),
 proportions floored at 1e-4 so an empty bin gives a large, finite PSI.
+
+Categorical features (:func:`categorical_drift`): values are compared as labels (text;
+``3``, ``3.0`` and ``"3"`` are one label, ``True`` is ``"True"``), missing values left out
+as on the numeric side. Buckets: the reference's ``max_categories`` most frequent
+categories, one ``(other)`` bucket for the rest of the reference's categories, and one
+``(unseen)`` bucket for production values the reference never had (its reference share
+is 0, floored like any empty bin, so a new category moves PSI). PSI is taken over those
+buckets; the test is Pearson's chi-square test of homogeneity on the 2 x buckets table
+of counts (buckets empty on both sides dropped), p-value from the chi-square
+distribution with buckets - 1 degrees of freedom. pandas hashes the labels (no sort).
 """
 
 from __future__ import annotations
@@ -123,3 +133,93 @@ def score_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> flo
     pr = np.maximum(np.bincount(np.searchsorted(edges, r, side="right"), minlength=bins) / r.size, EPS)
     pc = np.maximum(np.bincount(np.searchsorted(edges, c, side="right"), minlength=bins) / c.size, EPS)
     return float(np.sum((pc - pr) * np.log(pc / pr)))
+
+
+@dataclass(frozen=True)
+class CategoryDrift:
+    """Per-feature results for categorical features, in the order given."""
+
+    psi: np.ndarray
+    chi2: np.ndarray
+    chi2_p: np.ndarray
+    unseen: np.ndarray          # share of production rows in categories the reference never had
+    n_categories: np.ndarray    # distinct categories in the reference
+    n_reference: np.ndarray
+    n_current: np.ndarray
+
+
+def _label(x) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return "True" if x else "False"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        return str(int(x)) if float(x).is_integer() else repr(float(x))
+    if isinstance(x, bytes):
+        return x.decode("utf-8", "replace")
+    return str(x)
+
+
+def category_labels(values):
+    """``values`` as a pandas Series of text labels, missing values dropped."""
+    import pandas as pd
+
+    s = pd.Series(values)
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.map({True: "True", False: "False"}).dropna()
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        f = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        f = f[np.isfinite(f)]
+        if np.all(f == np.round(f)):
+            return pd.Series(f.astype(np.int64)).astype(str)
+        return pd.Series([_label(x) for x in f], dtype=object)
+    s = s.astype(object)
+    s = s[s.notna()]
+    if pd.api.types.infer_dtype(s, skipna=False) == "string":  # all text already: no per-value Python
+        return s
+    return s.map(_label)
+
+
+def _one_categorical(ref, cur, max_categories: int) -> tuple[float, float, float, float, int, int, int]:
+    from scipy.stats import chi2 as chi2_dist
+
+    r, c = category_labels(ref), category_labels(cur)
+    m, n = len(r), len(c)
+    if m == 0 or n == 0:
+        return float("inf"), 0.0, 1.0, 0.0, 0, m, n
+    import pandas as pd
+
+    counts = r.value_counts()                       # most frequent first
+    known = pd.Index(counts.index)
+    k = min(len(known), max_categories)
+    other = len(known) > k
+    nb = k + int(other) + 1                         # kept, (other), (unseen)
+    ref_b = np.zeros(nb)
+    ref_b[:k] = counts.to_numpy()[:k]
+    if other:
+        ref_b[k] = counts.to_numpy()[k:].sum()
+    idx = known.get_indexer(c.to_numpy())
+    cur_idx = np.where(idx < 0, nb - 1, np.minimum(idx, k))
+    cur_b = np.bincount(cur_idx, minlength=nb).astype(float)
+    pr = np.maximum(ref_b / m, EPS)
+    pc = np.maximum(cur_b / n, EPS)
+    psi = float(np.sum((pc - pr) * np.log(pc / pr)))
+    total = ref_b + cur_b
+    keep = total > 0
+    if keep.sum() < 2:
+        stat, p = 0.0, 1.0
+    else:
+        rb, cb, tot = ref_b[keep], cur_b[keep], total[keep]
+        er, ec = m * tot / (m + n), n * tot / (m + n)
+        stat = float(np.sum((rb - er) ** 2 / er + (cb - ec) ** 2 / ec))
+        p = float(chi2_dist.sf(stat, int(keep.sum()) - 1))
+    return psi, stat, p, float(cur_b[-1] / n), len(known), m, n
+
+
+def categorical_drift(reference: Sequence, current: Sequence, max_categories: int = 50) -> CategoryDrift:
+    """PSI over categories (with an unseen bucket) and the chi-square test, per (reference, current) pair."""
+    if len(reference) != len(current):
+        raise ValueError("reference and current must have the same number of features")
+    rows = [_one_categorical(r, c, max_categories) for r, c in zip(reference, current)]
+    col = lambda i, t=float: np.array([row[i] for row in rows], dtype=t)  # noqa: E731
+    return CategoryDrift(col(0), col(1), col(2), col(3), col(4, int), col(5, int), col(6, int))

@@ -6,22 +6,46 @@ environment file must equal the sha256 of the artifact actually in the registry,
 recomputed from its files (a tag can be rewritten; the bytes cannot be argued with). The
 registration-time ``artifact_digest`` tag must agree too, or the artifact changed after
 registration.
+
+Policy section (``gates.lineage``)::
+
+    required: [data_snapshot, code_commit, params, env_lock, artifact_digest]   # the default
+
+The tags are the registry version's tags of those names (any non-blank value).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
-from promotion.gates.base import Check, GateContext
+from promotion.gates.base import Check, GateContext, GateSpec
+
+TAGS = ("data_snapshot", "code_commit", "params", "env_lock", "artifact_digest")
 
 
-class LineageGate:
+@dataclass(frozen=True)
+class LineageSettings:
+    """``gates.lineage``: which lineage tags a version must carry."""
+
+    required: tuple[str, ...] = TAGS
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any]) -> "LineageSettings":
+        return cls(tuple(m.get("required") or ()))
+
+
+class LineageGate(GateSpec):
     name = "lineage"
+    schema = {"type": "object", "additionalProperties": False,
+              "properties": {"required": {"type": "array", "uniqueItems": True, "items": {"enum": list(TAGS)}}}}
+    defaults = {"required": list(TAGS)}
+    Settings = LineageSettings
 
     def evaluate(self, ctx: GateContext, settings: Mapping[str, Any]) -> list[Check]:
         mv = ctx.challenger()
         checks = []
-        required = list(settings.get("required") or [])
+        required = list(self.Settings.from_mapping(settings).required)
         missing = [t for t in required if not str(mv.tags.get(t) or "").strip()]
         file, line = ctx.policy_line("gates", "lineage", "required")
         checks.append(Check.judge(

@@ -7,7 +7,6 @@ Command-line flags override both.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -58,9 +57,10 @@ def _event() -> dict:
     path = os.environ.get("GITHUB_EVENT_PATH")
     if not path:
         return {}
+    from promotion._internal import safeload
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = safeload.read_json(path, limit=safeload.MAX_EVENT_BYTES)
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -23,25 +23,29 @@ Sources:
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from promotion.errors import ConfigError
 from promotion.metrics.base import MetricsProvider, Snapshot, VersionCounters, Window, window
 
-__all__ = ["MetricsProvider", "Snapshot", "VersionCounters", "Window", "window", "provider_for", "SOURCES"]
+__all__ = ["MetricsProvider", "Snapshot", "VersionCounters", "Window", "window", "provider_for", "SOURCES", "PROVIDERS"]
 
-SOURCES = ("prometheus", "scrape")
+# ``metrics.source`` -> "module:class"; the class has ``from_environment(env, timeout_s=)``.
+# Imported only when named, so a source's client library is needed only where it is used.
+PROVIDERS: dict[str, str] = {
+    "prometheus": "promotion.metrics.prometheus:PrometheusProvider",
+    "scrape": "promotion.metrics.scrape:ScrapeProvider",
+}
+SOURCES = tuple(sorted(PROVIDERS))
 
 
 def provider_for(env, *, timeout_s: float = 5.0) -> MetricsProvider:
     """The provider named by ``env.metrics_source``; an unknown source is a ConfigError."""
     source = env.metrics_source
-    if source == "scrape":
-        from promotion.metrics.scrape import ScrapeProvider
-
-        return ScrapeProvider(env.metrics_url, timeout_s=timeout_s)
-    if source == "prometheus":
-        from promotion.metrics.prometheus import PrometheusProvider
-
-        return PrometheusProvider(env.metrics_url, selector=env.metrics_selector, timeout_s=timeout_s)
-    line = env.line_of("metrics", "source") if hasattr(env, "line_of") else 1
-    raise ConfigError(f"{getattr(env, 'display', env.name)}:{line} metrics.source: "
-                      f"unknown metrics source {source!r} (known: {', '.join(SOURCES)})")
+    target = PROVIDERS.get(source)
+    if target is None:
+        line = env.line_of("metrics", "source") if hasattr(env, "line_of") else 1
+        raise ConfigError(f"{getattr(env, 'display', env.name)}:{line} metrics.source: "
+                          f"unknown metrics source {source!r} (known: {', '.join(SOURCES)})")
+    module, _, name = target.partition(":")
+    return getattr(import_module(module), name).from_environment(env, timeout_s=timeout_s)

@@ -16,7 +16,9 @@ the analysis consumes::
 
 Counters come from the service's metric contract (``promotion_requests_total``,
 ``promotion_request_errors_total``, ``promotion_request_latency_seconds``, and the shadow
-series); every other label is summed over.
+series); every other label is summed over. The model-quality series (labelled outcomes,
+regression errors, label delay, score histogram) are in ``counters.quality``
+(:class:`~promotion.metrics.quality.Quality`), kept per segment.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
-# The service's latency buckets (seconds); providers read whatever bounds are exported.
-LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
-    0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, math.inf,
-)
+from promotion.contract import metrics as _contract
+from promotion.metrics.quality import Quality, QualityAccumulator, is_quality_sample
+
+# The service's latency buckets (seconds, ending with +Inf), from the contract; providers
+# read whatever bounds are exported.
+LATENCY_BUCKETS = _contract.LATENCY_BOUNDS
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class VersionCounters:
     shadow_requests: float = 0.0
     shadow_agree: float = 0.0
     shadow_disagree: float = 0.0
+    quality: Quality = field(default_factory=Quality)
 
     @property
     def latency_count(self) -> float:
@@ -86,7 +90,7 @@ class VersionCounters:
         return lower_bound
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "requests": self.requests, "errors": self.errors,
             "errors_by_kind": dict(self.errors_by_kind),
             "latency_bounds": [_enc(b) for b in self.latency_bounds],
@@ -94,6 +98,9 @@ class VersionCounters:
             "shadow_requests": self.shadow_requests, "shadow_agree": self.shadow_agree,
             "shadow_disagree": self.shadow_disagree,
         }
+        if self.quality:  # absent when empty: states written before it existed look the same
+            d["quality"] = self.quality.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "VersionCounters":
@@ -101,6 +108,7 @@ class VersionCounters:
         d["latency_bounds"] = tuple(_dec(b) for b in d.get("latency_bounds", ()))
         d["latency_counts"] = tuple(float(c) for c in d.get("latency_counts", ()))
         d["errors_by_kind"] = dict(d.get("errors_by_kind", {}))
+        d["quality"] = Quality.from_dict(d.get("quality"))
         return cls(**d)
 
 
@@ -114,18 +122,44 @@ def _dec(bound: float | str) -> float:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Cumulative counters per model version at ``taken_at`` (Unix seconds)."""
+    """Cumulative counters per model version at ``taken_at`` (Unix seconds).
+
+    ``replicas``, when the source tells replicas apart (Prometheus scraping several
+    targets), holds the same counters per replica (``'job=fraud,instance=10.0.0.5:3000'``
+    -> ``{version: VersionCounters}``), every replica the source scrapes included, even
+    one that has counted nothing yet; ``versions`` is their sum. With it, :func:`window`
+    handles a restart per replica and notices a replica that stopped being scraped.
+    """
 
     taken_at: float
     versions: dict[int, VersionCounters]
+    replicas: dict[str, dict[int, VersionCounters]] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready form, so a controller can persist its last snapshot between ticks."""
-        return {"taken_at": self.taken_at, "versions": {str(v): c.to_dict() for v, c in self.versions.items()}}
+        d = {"taken_at": self.taken_at, "versions": {str(v): c.to_dict() for v, c in self.versions.items()}}
+        if self.replicas is not None:
+            d["replicas"] = {r: {str(v): c.to_dict() for v, c in per.items()} for r, per in self.replicas.items()}
+        return d
+
+    @classmethod
+    def of_replicas(cls, taken_at: float, replicas: dict[str, dict[int, VersionCounters]],
+                    where: str = "metrics") -> "Snapshot":
+        """A snapshot of several replicas' counters; ``versions`` is their sum."""
+        parts: dict[int, list[VersionCounters]] = {}
+        for per in replicas.values():
+            for version, counters in per.items():
+                parts.setdefault(version, []).append(counters)
+        return cls(taken_at, {v: sum_counters(cs, f"{where} version {v}") for v, cs in parts.items()}, replicas)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Snapshot":
-        return cls(float(d["taken_at"]), {int(v): VersionCounters.from_dict(c) for v, c in d["versions"].items()})
+        replicas = d.get("replicas")
+        if replicas is not None:
+            replicas = {str(r): {int(v): VersionCounters.from_dict(c) for v, c in per.items()}
+                        for r, per in replicas.items()}
+        return cls(float(d["taken_at"]), {int(v): VersionCounters.from_dict(c) for v, c in d["versions"].items()},
+                   replicas)
 
 
 @dataclass(frozen=True)
@@ -182,6 +216,8 @@ def _decreased(a: VersionCounters, b: VersionCounters) -> bool:
         return True
     if a.latency_bounds and a.latency_bounds != b.latency_bounds:
         return True
+    if b.quality.decreased_from(a.quality):
+        return True
     return any(cb < ca for ca, cb in zip(a.latency_counts, b.latency_counts))
 
 
@@ -196,6 +232,7 @@ def _delta(a: VersionCounters, b: VersionCounters) -> VersionCounters:
         shadow_requests=b.shadow_requests - a.shadow_requests,
         shadow_agree=b.shadow_agree - a.shadow_agree,
         shadow_disagree=b.shadow_disagree - a.shadow_disagree,
+        quality=b.quality.plus(a.quality, -1.0),
     )
 
 
@@ -207,29 +244,97 @@ def window(a: Snapshot, b: Snapshot) -> Window:
     for it (what was served since the restart: the only part known for sure). Keeping
     a version's counters together keeps them consistent (errors never exceed requests,
     histogram counts never decrease). A version missing from ``b`` served nothing.
+
+    When both snapshots hold ``replicas``, all this applies per replica and the window
+    is the sum of the replicas' increases: one replica's restart costs only what it
+    served since its last scrape, never the other replicas' history (which a reset of
+    the summed counters would count as served in the window, errors included). A
+    replica counted in ``a`` that ``b`` no longer holds leaves the window incomplete:
+    :class:`~promotion.errors.MetricsError`, which the controller treats as undecided.
     """
     if b.taken_at < a.taken_at:
         raise ValueError("window(a, b): b was taken before a")
+    if a.replicas is not None and b.replicas is not None:
+        return _replica_window(a, b)
+    versions, resets = _increase(a.versions, b.versions)
+    return Window(a.taken_at, b.taken_at, versions, tuple(sorted(resets)))
+
+
+def _increase(a: dict[int, VersionCounters], b: dict[int, VersionCounters]) -> tuple[dict[int, VersionCounters], set[int]]:
     versions: dict[int, VersionCounters] = {}
-    resets: list[int] = []
-    for version, after in b.versions.items():
-        before = a.versions.get(version)
+    resets: set[int] = set()
+    for version, after in b.items():
+        before = a.get(version)
         if before is None:
             versions[version] = after
         elif _decreased(before, after):
             versions[version] = after
-            resets.append(version)
+            resets.add(version)
         else:
             versions[version] = _delta(before, after)
+    return versions, resets
+
+
+def _replica_window(a: Snapshot, b: Snapshot) -> Window:
+    from promotion.errors import MetricsError
+
+    gone = sorted(set(a.replicas) - set(b.replicas))
+    if gone:
+        raise MetricsError(f"{len(gone)} replica(s) counted at {a.taken_at:.3f} are no longer scraped "
+                           f"({'; '.join(gone)}): what they served since is unknown, so this window is "
+                           "incomplete and decides nothing")
+    parts: dict[int, list[VersionCounters]] = {}
+    resets: set[int] = set()
+    for replica, after in b.replicas.items():
+        before = a.replicas.get(replica, {})
+        increase, reset = _increase(before, after)
+        # a version the replica counted before and not now: its process began again and
+        # has not served that version since (a labelled counter appears on first use)
+        resets |= reset | {v for v in before if v not in after}
+        for version, counters in increase.items():
+            parts.setdefault(version, []).append(counters)
+    versions = {v: sum_counters(cs, f"version {v}") for v, cs in parts.items()}
     return Window(a.taken_at, b.taken_at, versions, tuple(sorted(resets)))
 
 
+def sum_counters(parts: list[VersionCounters], what: str = "counters") -> VersionCounters:
+    """The sum of several replicas' counters of one version. Histograms add bucket by
+    bucket; replicas exporting different bucket bounds cannot be added (MetricsError)."""
+    from promotion.errors import MetricsError
+
+    parts = list(parts)
+    if len(parts) == 1:
+        return parts[0]
+    bounds = next((p.latency_bounds for p in parts if p.latency_bounds), ())
+    if any(p.latency_bounds and p.latency_bounds != bounds for p in parts):
+        raise MetricsError(f"{what}: replicas export different latency buckets; their histograms cannot be added")
+    quality = Quality()
+    try:
+        for p in parts:
+            quality = quality.plus(p.quality)
+    except ValueError:
+        raise MetricsError(f"{what}: replicas export different score or label-delay buckets; their histograms "
+                           "cannot be added") from None
+    kinds: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.errors_by_kind.items():
+            kinds[k] = kinds.get(k, 0.0) + v
+    return VersionCounters(
+        requests=sum(p.requests for p in parts), errors=sum(p.errors for p in parts), errors_by_kind=kinds,
+        latency_bounds=bounds,
+        latency_counts=tuple(sum(p.latency_counts[i] for p in parts if p.latency_counts) for i in range(len(bounds))),
+        latency_sum=sum(p.latency_sum for p in parts),
+        shadow_requests=sum(p.shadow_requests for p in parts), shadow_agree=sum(p.shadow_agree for p in parts),
+        shadow_disagree=sum(p.shadow_disagree for p in parts), quality=quality,
+    )
+
+
 # Sample names of the service's metric contract, as they appear in the text format.
-REQUESTS = "promotion_requests_total"
-ERRORS = "promotion_request_errors_total"
-LATENCY = "promotion_request_latency_seconds"
-SHADOW_REQUESTS = "promotion_shadow_requests_total"
-SHADOW_AGREEMENT = "promotion_shadow_agreement_total"
+REQUESTS = _contract.REQUESTS
+ERRORS = _contract.ERRORS
+LATENCY = _contract.LATENCY
+SHADOW_REQUESTS = _contract.SHADOW_REQUESTS
+SHADOW_AGREEMENT = _contract.SHADOW_AGREEMENT
 
 
 def counters_from_samples(samples, source: str) -> dict[int, VersionCounters]:
@@ -241,8 +346,10 @@ def counters_from_samples(samples, source: str) -> dict[int, VersionCounters]:
     from promotion.errors import MetricsError
 
     acc: dict[int, dict] = {}
+    quality: dict[int, QualityAccumulator] = {}
     for name, labels, value in samples:
-        if not (name.startswith("promotion_request") or name.startswith("promotion_shadow_")):
+        if not (name.startswith("promotion_request") or name.startswith("promotion_shadow_")
+                or is_quality_sample(name)):
             continue
         if name.endswith("_created"):
             continue
@@ -256,7 +363,9 @@ def counters_from_samples(samples, source: str) -> dict[int, VersionCounters]:
             raise MetricsError(f"{source}: {name}{{version=\"{version}\"}} is NaN")
         a = acc.setdefault(version, {"requests": 0.0, "errors": 0.0, "kinds": {}, "buckets": {}, "sum": 0.0,
                                      "shadow": 0.0, "agree": 0.0, "disagree": 0.0})
-        if name == REQUESTS:
+        if is_quality_sample(name):
+            quality.setdefault(version, QualityAccumulator()).add(name, labels, value, source)
+        elif name == REQUESTS:
             a["requests"] += value
         elif name == ERRORS:
             a["errors"] += value
@@ -284,5 +393,6 @@ def counters_from_samples(samples, source: str) -> dict[int, VersionCounters]:
             latency_bounds=bounds, latency_counts=tuple(a["buckets"][b] for b in bounds),
             latency_sum=a["sum"], shadow_requests=a["shadow"], shadow_agree=a["agree"],
             shadow_disagree=a["disagree"],
+            quality=quality[version].result() if version in quality else Quality(),
         )
     return out

@@ -18,9 +18,23 @@ defaults read the service's metric contract and sum over every label but ``versi
     # a different naming scheme: override any template
     PrometheusProvider(url, queries={"requests": 'sum by (version) (http_requests_total{$selector})'})
 
+Many replicas: the counters are read per replica and version (``sum by (version, job,
+instance)``; ``$replica`` stands for those labels) and summed over replicas here, not in
+PromQL, because a restarted replica's counters begin again at 0 and only per replica
+can :func:`~promotion.metrics.base.window` tell a restart from traffic: the window then
+counts what that replica served since its restart (exact counts, unlike ``increase()``,
+which extrapolates to the range's edges). Which replicas must be counted is what
+Prometheus scrapes (``up{$selector}``, its service discovery), not a list in the
+environment file that autoscaling would make wrong: a target that is down makes the
+snapshot fail (MetricsError), and a replica counted at a window's start that is no
+longer scraped makes the window fail; the controller treats both as undecided.
+
 Templates must keep the result labels: ``version`` on every query, plus ``le`` on
-``latency_buckets``, ``kind`` on ``errors``, and ``agree`` on ``shadow_agreement``;
-``scraped_at`` must return sample timestamps (``timestamp()``) of the counted series.
+``latency_buckets``, ``label_delay_buckets`` and ``score_buckets``, ``kind`` on ``errors``,
+``segment`` (and ``outcome`` on ``labels``) on the label queries, and ``agree`` on ``shadow_agreement``
+(and ``$replica``, or one replica is assumed and a restart of any of them resets the
+version's window to what the others' counters hold); ``scraped_at`` must return sample
+timestamps (``timestamp()``) of the counted series; ``targets`` the ``up`` series.
 Any HTTP error, timeout, or payload that is not a Prometheus vector raises
 :class:`~promotion.errors.MetricsError`: the caller fails closed.
 """
@@ -30,20 +44,36 @@ from __future__ import annotations
 import math
 from string import Template
 
+from promotion.contract import metrics as _contract
 from promotion.errors import MetricsError
 from promotion.metrics import base
 from promotion.metrics.base import Snapshot, counters_from_samples
 
 DEFAULT_QUERIES: dict[str, str] = {
-    "requests": "sum by (version) (promotion_requests_total{$selector})",
-    "errors": "sum by (version, kind) (promotion_request_errors_total{$selector})",
-    "latency_buckets": "sum by (version, le) (promotion_request_latency_seconds_bucket{$selector})",
-    "latency_sum": "sum by (version) (promotion_request_latency_seconds_sum{$selector})",
-    "shadow_requests": "sum by (version) (promotion_shadow_requests_total{$selector})",
-    "shadow_agreement": "sum by (version, agree) (promotion_shadow_agreement_total{$selector})",
+    "requests": "sum by (version, $replica) (promotion_requests_total{$selector})",
+    "errors": "sum by (version, kind, $replica) (promotion_request_errors_total{$selector})",
+    "latency_buckets": "sum by (version, le, $replica) (promotion_request_latency_seconds_bucket{$selector})",
+    "latency_sum": "sum by (version, $replica) (promotion_request_latency_seconds_sum{$selector})",
+    "shadow_requests": "sum by (version, $replica) (promotion_shadow_requests_total{$selector})",
+    "shadow_agreement": "sum by (version, agree, $replica) (promotion_shadow_agreement_total{$selector})",
+    # model quality (labels joined by POST /feedback, scores of served rows)
+    "labels": "sum by (version, segment, outcome, $replica) (promotion_labels_total{$selector})",
+    "label_values": "sum by (version, segment, $replica) (promotion_label_values_total{$selector})",
+    "label_abs_error": "sum by (version, segment, $replica) (promotion_label_abs_error_total{$selector})",
+    "label_squared_error": "sum by (version, segment, $replica) (promotion_label_squared_error_total{$selector})",
+    "label_delay_buckets": "sum by (version, le, $replica) (promotion_label_delay_seconds_bucket{$selector})",
+    "label_delay_sum": "sum by (version, $replica) (promotion_label_delay_seconds_sum{$selector})",
+    "score_buckets": "sum by (version, le, $replica) (promotion_score_bucket{$selector})",
+    "score_sum": "sum by (version, $replica) (promotion_score_sum{$selector})",
     # when the counts above were scraped: the oldest target's last scrape
     "scraped_at": "min(timestamp(promotion_requests_total{$selector}))",
+    # the replicas Prometheus scrapes (its service discovery), and whether each answered
+    "targets": "up{$selector}",
 }
+
+# The labels that tell one scraped replica from another: Prometheus sets both on every
+# series it scrapes (the scrape job and the target's address).
+REPLICA_LABELS = ("job", "instance")
 
 # Which contract sample each query's result stands for.
 _SAMPLE_NAME = {
@@ -53,6 +83,14 @@ _SAMPLE_NAME = {
     "latency_sum": base.LATENCY + "_sum",
     "shadow_requests": base.SHADOW_REQUESTS,
     "shadow_agreement": base.SHADOW_AGREEMENT,
+    "labels": _contract.LABELS,
+    "label_values": _contract.LABEL_VALUES,
+    "label_abs_error": _contract.LABEL_ABS_ERROR,
+    "label_squared_error": _contract.LABEL_SQUARED_ERROR,
+    "label_delay_buckets": _contract.LABEL_DELAY + "_bucket",
+    "label_delay_sum": _contract.LABEL_DELAY + "_sum",
+    "score_buckets": _contract.SCORE + "_bucket",
+    "score_sum": _contract.SCORE + "_sum",
 }
 
 
@@ -60,7 +98,7 @@ class PrometheusProvider:
     """Queries a Prometheus server at ``url`` (its base address, e.g. ``http://host:9090``)."""
 
     def __init__(self, url: str, *, selector: str = "", queries: dict[str, str] | None = None,
-                 timeout_s: float = 5.0, session=None) -> None:
+                 timeout_s: float = 5.0, session=None, replica_labels: tuple[str, ...] = REPLICA_LABELS) -> None:
         import requests
 
         unknown = sorted(set(queries or {}) - set(DEFAULT_QUERIES))
@@ -70,12 +108,19 @@ class PrometheusProvider:
         self.selector = selector.strip()
         self.timeout_s = timeout_s
         self.templates = {**DEFAULT_QUERIES, **(queries or {})}
+        self.replica_labels = tuple(replica_labels)
         self._session = session or requests.Session()
+
+    @classmethod
+    def from_environment(cls, env, *, timeout_s: float = 5.0) -> "PrometheusProvider":
+        """The provider of an environment file's ``metrics`` block (``url``, ``selector``)."""
+        return cls(env.metrics_url, selector=env.metrics_selector, timeout_s=timeout_s)
 
     def query_for(self, name: str) -> str:
         """The PromQL sent for query ``name``, with the selector filled in."""
         try:
-            return Template(self.templates[name]).substitute(selector=self.selector)
+            return Template(self.templates[name]).substitute(selector=self.selector,
+                                                             replica=", ".join(self.replica_labels))
         except (KeyError, ValueError) as exc:
             raise MetricsError(f"prometheus: query template {name!r} is invalid ({exc})") from None
 
@@ -131,15 +176,68 @@ class PrometheusProvider:
             raise MetricsError(f"prometheus {self.url}: 'time()' did not return a scalar") from None
 
     def snapshot(self) -> Snapshot:
+        """Every counter per replica and version, at one evaluation instant.
+
+        The per-replica sums come from PromQL (``sum by (version, job, instance)``); the
+        sum over replicas is added here, after :func:`~promotion.metrics.base.window`
+        has taken each replica's restart into account (a sum over replicas would hide
+        which one began again). MetricsError when a replica that Prometheus scrapes is
+        down (``up == 0``): its counts are missing, and a window without them decides
+        nothing.
+        """
         at = self.now()
-        samples = []
+        where = f"prometheus {self.url}"
+        targets = self.query(self.query_for("targets"), at)
+        down = sorted(self._replica(labels) for labels, value in targets if value < 1)
+        if down:
+            raise MetricsError(f"{where}: {len(down)} of {len(targets)} scraped replica(s) down (up == 0: "
+                               f"{'; '.join(down)}); their counts are missing, so nothing is measured until "
+                               "they are scraped again")
+        samples: dict[str, list] = {self._replica(labels): [] for labels, _ in targets}
         for name, sample_name in _SAMPLE_NAME.items():
             for labels, value in self.query(self.query_for(name), at):
-                samples.append((sample_name, labels, value))
-        versions = counters_from_samples(samples, f"prometheus {self.url}")
+                samples.setdefault(self._replica(labels), []).append((sample_name, labels, value))
+        replicas = {r: counters_from_samples(s, f"{where} {r}") for r, s in samples.items()}
         scraped = [value for _, value in self.query(self.query_for("scraped_at"), at)]
         # no counted series yet: nothing was served that a later scrape could add to the past
-        return Snapshot(min(scraped) if scraped else at, versions)
+        return Snapshot.of_replicas(min(scraped) if scraped else at, replicas, where)
+
+    def kpi_counts(self, kpis, versions: dict[str, int]) -> dict[str, dict | str]:
+        """Each KPI's cumulative ``(numerator, denominator)`` per role, at one evaluation time.
+
+        ``kpis``: :class:`~promotion.analysis.kpi_signal.KpiSettings` (their templates get
+        ``{version}`` and ``{selector}`` filled in); ``versions``: role -> model version. A
+        KPI whose query fails or returns no series maps to the reason (a string): it
+        decides nothing. The values of a vector's series are summed.
+        """
+        at = self.now()
+        out: dict[str, dict | str] = {}
+        for k in kpis:
+            got: dict[str, tuple[float, float]] = {}
+            for role, version in versions.items():
+                pair = []
+                for which in ("numerator", "denominator"):
+                    promql = k.query(which, version, self.selector)
+                    try:
+                        rows = self.query(promql, at)
+                    except MetricsError as exc:
+                        out[k.name] = f"{which} query for v{version} failed: {exc.message}"
+                        break
+                    if not rows:
+                        out[k.name] = (f"{which} query for v{version} returned no series ({promql}); "
+                                       "write `or vector(0)` if none means 0")
+                        break
+                    pair.append(sum(value for _, value in rows))
+                if k.name in out:
+                    break
+                got[role] = (pair[0], pair[1])
+            if k.name not in out:
+                out[k.name] = got
+        return out
+
+    def _replica(self, labels: dict) -> str:
+        """A replica's name, from its target labels (``{job="fraud", instance="h:3000"}``)."""
+        return "{" + ", ".join(f'{k}="{labels.get(k, "")}"' for k in self.replica_labels) + "}"
 
     def is_online(self) -> bool:
         try:

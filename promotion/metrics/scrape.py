@@ -27,6 +27,12 @@ class ScrapeProvider:
         self.timeout_s = timeout_s
         self._session = session or requests.Session()
 
+    @classmethod
+    def from_environment(cls, env, *, timeout_s: float = 5.0) -> "ScrapeProvider":
+        """The provider of an environment file's ``metrics`` block (``url``, default
+        ``<serving.endpoint>/metrics``)."""
+        return cls(env.metrics_url, timeout_s=timeout_s)
+
     def _fetch(self) -> str:
         import requests
 

@@ -6,7 +6,9 @@ v1 whose subject is the model artifact digest and whose predicate
 (``https://promotion.dev/promotion-record/v1``, see ``predicate.schema.json``) holds the
 checks, approvers, rollout steps, lineage and the digest of the previous record. It is
 signed with a local ed25519 key (a DSSE envelope) or keylessly with Sigstore in GitHub
-Actions (a Sigstore bundle); ``environments/trust.yaml`` says which signers count.
+Actions (a Sigstore bundle); ``environments/trust.yaml`` says which signers count, and
+git history says when: a record verifies only if its signer was valid in the trust file as
+of the commit that added it (:mod:`promotion.records.validity`), never by a time it states.
 
 Usage::
 

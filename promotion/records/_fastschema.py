@@ -9,7 +9,7 @@ silently gain a rule this checker ignores (tests compare both on valid and inval
 
 from __future__ import annotations
 
-import re
+import math
 from typing import Any, Callable
 
 Check = Callable[[Any], bool]
@@ -18,7 +18,8 @@ _TYPES = {
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer(),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    # NaN and infinities are not numbers here, as in promotion.config.schema_validator
+    "number": lambda v: isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and math.isfinite(v),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
 }
@@ -72,7 +73,9 @@ def _compile(node: Any, root: dict) -> Check:
                 return True
             checks.append(check_items)
         elif key == "pattern":
-            rx = re.compile(val)
+            from promotion.config import ecma_pattern  # a final $ is the end of the text, as in JSON Schema
+
+            rx = ecma_pattern(val)
             checks.append(lambda v, rx=rx: not isinstance(v, str) or rx.search(v) is not None)
         elif key == "minLength":
             checks.append(lambda v, val=val: not isinstance(v, str) or len(v) >= val)

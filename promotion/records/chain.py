@@ -13,11 +13,13 @@ import re
 from pathlib import Path
 
 RECORDS_DIR = "environments/records"
-NAME_RE = re.compile(r"^(\d{6})-(promote|rollback|reject)-v(\d+)\.json$")
+NAME_RE = re.compile(r"^(\d{6})-(promote|rollback|reject|probation_passed)-v(\d+)\.json$")
 
 
 def records_dir(root: str | Path, env: str) -> Path:
-    return Path(root) / RECORDS_DIR / env
+    from promotion.config import check_environment_name  # a name must never climb out of records/
+
+    return Path(root) / RECORDS_DIR / check_environment_name(env)
 
 
 def record_name(sequence: int, action: str, version: int) -> str:

@@ -3,8 +3,11 @@
 The private key is read from ``$PROMOTION_SIGNING_KEY`` (PEM text) or the file
 ``<state>/keys/signing.key`` (state: ``$PROMOTION_STATE`` or ``<root>/.promotion``). Its
 public half is committed as ``environments/records/keys/<keyid>.pub`` and listed in
-``environments/trust.yaml``. Rotation retires the old key (``retired_at``) instead of
-deleting it, so records it signed while valid keep verifying.
+``environments/trust.yaml``. Rotation marks the old key retired in the trust file (from
+the commit that records it, the key signs nothing more; records it signed before keep
+verifying) and destroys its private key, so the key id cannot sign again. Once the
+repository has a record, a new key signs only after the commit that trusts it merged
+through a pull request (:mod:`promotion.records.validity`): rotate on a branch.
 """
 
 from __future__ import annotations
@@ -84,13 +87,21 @@ def register(root: str | Path, signer, *, valid_from: datetime | None = None) ->
     """Commit-ready: write the public key file and add it to the trust file if missing.
 
     Returns the paths written (empty when the key was already trusted). A retired key
-    raises :class:`RecordError`: it must not sign again.
+    (marked so in the trust file, or retired at any commit of its history) raises
+    :class:`RecordError`: it must not sign again.
     """
-    from promotion.records.trust import Trust, TrustedKey
+    from promotion.records.history import GitHistory
+    from promotion.records.trust import TRUST_FILE, Trust, TrustedKey
+    from promotion.records.validity import TrustHistory
 
     root = Path(root)
     trust = Trust.load(root)
     keyid = signer.public_key.keyid
+    git = GitHistory.open(root)
+    retired = TrustHistory.load(root, git, git.log(TRUST_FILE) if git else None).retired.get(keyid)
+    if retired is not None:
+        raise RecordError(f"signing key {keyid[:12]} was retired in commit {retired.sha[:12]} ({TRUST_FILE}); "
+                          "it can no longer sign (run `promotion keys rotate`)")
     known = trust.keys.get(keyid)
     if known is not None:
         if known.retired_at is not None:
@@ -103,10 +114,25 @@ def register(root: str | Path, signer, *, valid_from: datetime | None = None) ->
     return [root / rel, trust.save(root)]
 
 
-def rotate(root: str | Path) -> tuple[list[str], object, list[Path]]:
-    """Retire every active key, create and register a new one.
+def destroy(path: Path) -> None:
+    """Overwrite a private key file with random bytes, flush it to disk, then unlink it.
 
-    Returns ``(retired keyids, new CryptoSigner, paths written)``.
+    What a copy-on-write file system or a backup kept is beyond reach; the key is also
+    retired in the trust file, which is what makes any surviving copy useless.
+    """
+    size = path.stat().st_size
+    with open(path, "r+b", buffering=0) as fh:
+        fh.write(os.urandom(max(size, 1)))
+        os.fsync(fh.fileno())
+    path.unlink()
+
+
+def rotate(root: str | Path) -> tuple[list[str], object, list[Path]]:
+    """Retire every active key, destroy the key file's private key, create and register a new one.
+
+    Returns ``(retired keyids, new CryptoSigner, paths written)``. The retirement takes
+    effect from the commit that records the trust file: commit records signed by the
+    old key before that commit.
     """
     from promotion.records.trust import Trust, TrustedKey
 
@@ -114,6 +140,7 @@ def rotate(root: str | Path) -> tuple[list[str], object, list[Path]]:
         raise BadInput(f"${ENV_VAR} is set; rotate by generating a key with `promotion keys create` "
                        f"elsewhere and updating the secret, or unset it to rotate the key file")
     root = Path(root)
+    _refuse_uncommitted_records(root)
     now = datetime.now(timezone.utc)
     trust = Trust.load(root)
     retired = []
@@ -121,11 +148,26 @@ def rotate(root: str | Path) -> tuple[list[str], object, list[Path]]:
         trust.keys[key.keyid] = TrustedKey(key.keyid, key.public_key, key.valid_from, now, key.key)
         retired.append(key.keyid)
     path = private_key_path(root)
-    if path.exists():
-        # keep the retired private key beside the new one rather than destroying evidence
-        old = _signer_from_pem(path.read_bytes(), str(path))
-        os.replace(path, path.with_name(f"retired-{old.public_key.keyid[:16]}.key"))
     trust.save(root)
+    if path.exists():
+        # a retired key that still exists can still sign: the evidence is the records, not the key
+        destroy(path)
+    for stale in path.parent.glob("retired-*.key"):  # kept by earlier versions of rotate
+        destroy(stale)
     signer = generate(root)
     paths = register(root, signer, valid_from=now)
     return retired, signer, paths or [root / "environments" / "trust.yaml"]
+
+
+def _refuse_uncommitted_records(root: Path) -> None:
+    """Records not committed before the retirement would be judged after it: refuse, change nothing."""
+    from promotion.records.chain import RECORDS_DIR, parse_name
+    from promotion.records.history import GitHistory
+
+    git = GitHistory.open(root)
+    if git is None:
+        return
+    pending = sorted(p for p in git.uncommitted(RECORDS_DIR + "/") if parse_name(p.rsplit("/", 1)[-1]))
+    if pending:
+        raise BadInput(f"{pending[0][len(git.prefix):]}: record not committed; commit records before rotating "
+                       "the key (signed by a retired key, they would not verify)")

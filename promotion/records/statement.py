@@ -21,7 +21,8 @@ from promotion.errors import RecordError, VerificationError
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://promotion.dev/promotion-record/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-ACTIONS = ("promote", "rollback", "reject")
+# probation_passed: a promoted version served 100% through its probation (promotion.rollout.probation)
+ACTIONS = ("promote", "rollback", "reject", "probation_passed")
 
 
 @lru_cache(maxsize=None)
@@ -33,9 +34,9 @@ def predicate_schema() -> dict:
 
 @lru_cache(maxsize=None)
 def _validator():
-    from jsonschema import Draft202012Validator
+    from promotion.config import schema_validator  # NaN and infinities are not numbers
 
-    return Draft202012Validator(predicate_schema())
+    return schema_validator(predicate_schema())
 
 
 @lru_cache(maxsize=None)
@@ -106,6 +107,8 @@ def build_statement(
     previous: dict | None,
     recorded_at: str | None = None,
     producer_info: dict | None = None,
+    hooks: list[dict] | None = None,
+    interventions: list[dict] | None = None,
 ) -> dict:
     """A validated Statement dict; raises :class:`RecordError` naming the bad field."""
     if not isinstance(digest, str) or not digest.startswith("sha256:"):
@@ -131,6 +134,11 @@ def build_statement(
         "recorded_at": recorded_at or now_utc(),
         "previous_record": previous,
     }
+    # optional: a record of a rollout without hooks or operators reads as before
+    if hooks:
+        predicate["hooks"] = list(hooks)
+    if interventions:
+        predicate["interventions"] = list(interventions)
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": f"{model}@v{version}", "digest": {"sha256": digest.split(":", 1)[1]}}],
@@ -190,10 +198,9 @@ def _model_problem(statement: dict, predicate: dict) -> str | None:
 
 def decode_payload(payload: bytes, display: str) -> dict:
     """Parse and validate a signed payload; raises :class:`VerificationError` naming ``display``."""
-    try:
-        statement = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise VerificationError(f"{display}: signed payload is not JSON") from None
+    from promotion.records._json import load_json
+
+    statement = load_json(payload, display, "signed payload is not JSON")
     problem = statement_problem(statement)
     if problem:
         raise VerificationError(f"{display}: {problem}")

@@ -1,4 +1,9 @@
-"""Writing records and reading an environment's verified chain."""
+"""Writing records and reading an environment's verified chain.
+
+Whether a record's signer could sign it is decided by when git received the record
+(:mod:`promotion.records.validity`): :func:`record_history` reads that for a set of
+record files with a few git calls, however many records there are.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,10 @@ import os
 from pathlib import Path
 
 from promotion.errors import RecordError, VerificationError
-from promotion.records.chain import link_problems, parse_name, record_name, records_dir
+from promotion.records.chain import RECORDS_DIR, link_problems, parse_name, record_name, records_dir
 from promotion.records.statement import ACTIONS, PAYLOAD_TYPE, build_statement, encode
 from promotion.records.trust import KEYS_DIR, TRUST_FILE, Trust
-from promotion.records.verify import VerifiedRecord, verify_bytes, verify_record
+from promotion.records.verify import VerifiedRecord, check_signer, read_record, verify_bytes, verify_signature
 
 
 def _create_new(path: Path, data: bytes) -> None:
@@ -47,6 +52,61 @@ def record_files(root: str | Path, env: str) -> list[Path]:
     return sorted(files, key=lambda p: p.name)
 
 
+def record_history(root: str | Path, paths: list[Path]):
+    """``(TrustHistory, {path: Added})`` for record files under ``root``.
+
+    A path maps to the first-parent commit that put its current bytes at ``HEAD``; paths
+    that are not committed, differ from ``HEAD`` or lie outside the repository are
+    absent (judged by the work tree's trust file). Outside git, there is no history.
+    """
+    from promotion.records.history import GitHistory
+    from promotion.records.validity import Added, TrustHistory
+
+    root = Path(root)
+    git = GitHistory.open(root)
+    if git is None:
+        return TrustHistory.load(root), {}
+    base = root.resolve()
+    rels: dict[Path, str] = {}
+    for path in paths:
+        try:
+            rels[path] = Path(path).resolve().relative_to(base).as_posix()
+        except ValueError:
+            continue  # not in this repository: judged as uncommitted
+    dirs = sorted({rel.rsplit("/", 1)[0] + "/" if "/" in rel else rel for rel in rels.values()})
+    # every environment's records: the repository's first record closes the trust file's bootstrap
+    commits = git.log(TRUST_FILE, RECORDS_DIR + "/", *dirs)
+    history = TrustHistory.load(root, git, commits)
+    if not rels:
+        return history, {}
+    touched: dict[str, Added] = {}
+    for commit in commits:
+        for status, repo_path in commit.changes:
+            if status == "D":
+                touched.pop(repo_path, None)
+            else:
+                touched[repo_path] = Added(commit.index, commit.sha)
+    dirty = git.uncommitted(*dirs)
+    added = {}
+    for path, rel in rels.items():
+        repo_path = git.prefix + rel
+        if repo_path in touched and repo_path not in dirty:
+            added[path] = touched[repo_path]
+    return history, added
+
+
+def same_decision(record: VerifiedRecord, predicate: dict) -> bool:
+    """Whether ``record`` already states the decision ``predicate`` describes.
+
+    One decision is one (action, model, version, digest, version replaced, source
+    commit) in one environment; without a source commit nothing identifies a decision.
+    """
+    p = record.predicate
+    keys = ("action", "to_environment", "replaced_version", "source_commit")
+    return predicate.get("source_commit") is not None and all(p.get(k) == predicate.get(k) for k in keys) \
+        and p["model"] == predicate["model"]
+
+
 def record_related_paths(root: str | Path, env: str) -> list[Path]:
     """The paths a caller must ``git add`` after :func:`write_record` (those that exist)."""
     root = Path(root)
@@ -76,8 +136,13 @@ def write_record(
     evidence: dict | None = None,
     signer=None,
     replaced_version: int | None = None,
+    hooks: list[dict] | None = None,
+    interventions: list[dict] | None = None,
 ) -> Path:
     """Sign and store the next record of ``env``; returns its path (not committed).
+
+    ``hooks`` (the lifecycle hooks' results) and ``interventions`` (operators' resume or
+    abort: action, reason, actor) enter the predicate only when there are any.
 
     ``version``/``digest`` are what the record puts in place (for a rollback, the
     version reverted to); ``replaced_version`` is the version taken out of service,
@@ -95,12 +160,16 @@ def write_record(
     if signer is None or isinstance(signer, str):
         signer = signer_for(signer or default_kind())
     signer.prepare(root)
-    trust = Trust.load(root)
     files = record_files(root, env)
+    history, added = record_history(root, files[-1:])
     previous = None
     sequence = 1
+    tip = None
     if files:
-        tip = verify_record(files[-1], root, trust)  # never extend a chain whose tip is bad
+        display = files[-1].relative_to(root).as_posix()
+        # never extend a chain whose tip is bad
+        tip = verify_bytes(read_record(files[-1], display), history, path=files[-1], display=display,
+                           added=added.get(files[-1]))
         previous = {"name": tip.name, "digest": tip.digest}
         sequence = tip.sequence + 1
     statement = build_statement(
@@ -109,11 +178,16 @@ def write_record(
         rollback_target=rollback_target, replaced_version=replaced_version,
         data_snapshot=data_snapshot, code_commit=code_commit, policy_digest=policy_digest,
         source_commit=source_commit, reason=reason, evidence=evidence, previous=previous,
+        hooks=hooks, interventions=interventions,
     )
+    if tip is not None and same_decision(tip, statement["predicate"]):
+        # a rerun after a crash between writing the record and saving state: one
+        # decision keeps one record (the audit flags a second one)
+        return tip.path
     data = dumps(signer.sign(encode(statement), PAYLOAD_TYPE))
     path = records_dir(root, env) / record_name(sequence, action, version)
     try:
-        verify_bytes(data, trust, path=path, display=path.relative_to(root).as_posix())
+        verify_bytes(data, history, path=path, display=path.relative_to(root).as_posix())
     except VerificationError as exc:
         raise RecordError(f"the signed record would not verify, so it was not written: {exc.message}") from None
     _create_new(path, data)
@@ -121,15 +195,22 @@ def write_record(
 
 
 _PARALLEL_FROM = 1000
+_WORKER_TRUST: Trust | None = None  # inherited by forked workers: every signer ever trusted
+
+
+def _display(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
 
 
 def _verify_chunk(root: Path, files: list[Path]) -> list:
-    """Verify in a worker; return small picklable tuples (full objects cost more to ship back)."""
-    trust = Trust.load(root)
+    """Check signatures in a worker; return small picklable tuples (full objects cost more to ship back)."""
+    trust = _WORKER_TRUST if _WORKER_TRUST is not None else record_history(root, files)[0].verifier
     out = []
+    folder = _display(root, files[0].parent) + "/" if files else ""  # one directory: no per-file path maths
     for path in files:
         try:
-            r = verify_record(path, root, trust)
+            display = folder + path.name
+            r = verify_signature(read_record(path, display), trust, path=path, display=display)
         except VerificationError as exc:
             out.append(exc.message)
             break
@@ -137,8 +218,9 @@ def _verify_chunk(root: Path, files: list[Path]) -> list:
     return out
 
 
-def _verify_parallel(root: Path, files: list[Path]) -> list[VerifiedRecord]:
-    """Verify long chains on every core: signature checks dominate and are independent."""
+def _verify_parallel(root: Path, files: list[Path], trust: Trust) -> list[VerifiedRecord]:
+    """Check signatures of long chains on every core: they dominate and are independent."""
+    global _WORKER_TRUST
     import multiprocessing
     import sys
     from concurrent.futures import ProcessPoolExecutor
@@ -147,8 +229,12 @@ def _verify_parallel(root: Path, files: list[Path]) -> list[VerifiedRecord]:
     size = -(-len(files) // workers)
     chunks = [files[i:i + size] for i in range(0, len(files), size)]
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ProcessPoolExecutor(max_workers=len(chunks), mp_context=context) as pool:
-        results = list(pool.map(_verify_chunk, [root] * len(chunks), chunks))
+    _WORKER_TRUST = trust
+    try:
+        with ProcessPoolExecutor(max_workers=len(chunks), mp_context=context) as pool:
+            results = list(pool.map(_verify_chunk, [root] * len(chunks), chunks))
+    finally:
+        _WORKER_TRUST = None
     records = []
     for chunk, result in zip(chunks, results):
         for path, item in zip(chunk, result):
@@ -172,26 +258,32 @@ class RecordStore:
         store.has_promotion("fraud-detector", 7)
     """
 
-    def __init__(self, root: str | Path, env: str, trust: Trust | None = None) -> None:
+    def __init__(self, root: str | Path, env: str, trust=None) -> None:
+        """``trust`` (a ``Trust`` or ``TrustHistory``) replaces reading the trust history from git."""
         self.root = Path(root)
         self.env = env
         self._trust = trust
         self._records: list[VerifiedRecord] | None = None
 
-    @property
-    def trust(self) -> Trust:
-        if self._trust is None:
-            self._trust = Trust.load(self.root)
-        return self._trust
-
     def records(self) -> list[VerifiedRecord]:
         """Every record, verified and chain-checked; the first problem raises VerificationError."""
         if self._records is None:
             files = record_files(self.root, self.env)
-            if len(files) >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1:
-                records = _verify_parallel(self.root, files)
+            if self._trust is not None:
+                from promotion.records.validity import TrustHistory
+
+                history = self._trust if isinstance(self._trust, TrustHistory) else TrustHistory.from_trust(self._trust)
+                added = {}
             else:
-                records = [verify_record(p, self.root, self.trust) for p in files]
+                history, added = record_history(self.root, files)
+            folder = f"{RECORDS_DIR}/{self.env}/"
+            if len(files) >= _PARALLEL_FROM and (os.cpu_count() or 1) > 1:
+                signed = _verify_parallel(self.root, files, history.verifier)
+            else:
+                signed = [verify_signature(read_record(p, folder + p.name), history.verifier, path=p,
+                                           display=folder + p.name) for p in files]
+            # whether each signer could sign: judged here, from git, never from the record's time
+            records = [check_signer(r, history, added.get(r.path), folder + r.path.name) for r in signed]
             problems = link_problems(records, self.env)
             if problems:
                 record, message = problems[0]

@@ -5,8 +5,8 @@ Example::
     keys:                       # local ed25519 keys (laptops, tests)
       - keyid: 4f0c...e1
         public_key: environments/records/keys/4f0c...e1.pub
-        valid_from: "2025-01-01T00:00:00.000Z"
-        retired_at: null        # set by `promotion keys rotate`; older records stay valid
+        valid_from: "2025-01-01T00:00:00.000Z"   # informational
+        retired_at: null        # set by `promotion keys rotate`: retired from the commit that sets it
     identities:                 # sigstore keyless signers (GitHub Actions workflows)
       - repository: acme/models
         workflow: .github/workflows/rollout.yml
@@ -14,9 +14,14 @@ Example::
     sigstore:
       trusted_root: null        # a trusted_root.json for a private Sigstore; null = public good
 
-A key verifies only records whose ``recorded_at`` lies in ``[valid_from, retired_at)``.
-The keyid of every listed key is recomputed from its public key file, so swapping the
-file does not swap the trust.
+Which records a signer may sign is decided by git history, not by times in this file or
+in the records (:mod:`promotion.records.validity`): a key is valid for records added by
+commits where this file lists it with ``retired_at: null``; the commit that sets
+``retired_at`` (any value) or removes the key retires it for good. Records it signed
+before that keep verifying. After the repository's first record, a signer added (or a
+trusted root changed) outside a merged pull request does not count (the bootstrap rule of
+:mod:`promotion.records.validity`). The keyid of every listed key is recomputed from its
+public key file, so swapping the file does not swap the trust.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from promotion._internal import safeload
 from promotion.errors import ConfigError
 
 TRUST_FILE = "environments/trust.yaml"
@@ -40,16 +46,13 @@ _HEADER = """\
 
 @dataclass(frozen=True)
 class TrustedKey:
-    """A local signing key and the period in which its signatures count."""
+    """A local signing key as the trust file lists it (``retired_at`` set: it signs no more)."""
 
     keyid: str
     public_key: str
     valid_from: datetime
     retired_at: datetime | None
     key: object = field(compare=False, repr=False)  # securesystemslib SSlibKey
-
-    def valid_at(self, when: datetime) -> bool:
-        return self.valid_from <= when and (self.retired_at is None or when < self.retired_at)
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class Trust:
         path = root / TRUST_FILE
         if not path.exists():
             return cls()
-        return cls.from_text(path.read_text(encoding="utf-8"), TRUST_FILE, lambda rel: (root / rel).read_bytes())
+        return cls.from_text(safeload.read_text(path, TRUST_FILE), TRUST_FILE, lambda rel: safeload.read_limited(root / rel))
 
     @classmethod
     def from_text(cls, text: str, display: str, read_file: Callable[[str], bytes]) -> "Trust":

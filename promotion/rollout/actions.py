@@ -37,9 +37,36 @@ def pre_rollout_checks(ctx: "Context", st: "RolloutState") -> list[dict]:
     from promotion.github.approvals import source_for_rollout
 
     approvals = source_for_rollout(root=ctx.project.root, state=state_dir(ctx.project.root))
-    report = run_gates(ctx.project, ctx.env.name, registry=ctx.registry, approvals=approvals)
+    report = run_gates(ctx.project, ctx.env.name, registry=_AsPlanned(ctx.registry, st), approvals=approvals)
     ctx.gate_report = report
     return [{**c.to_dict(), "verdict": c.verdict.value.lower()} for c in report.checks]
+
+
+class _AsPlanned:
+    """The registry, with the environment's alias read as the rollout's champion.
+
+    The rollout compares its canary with that champion; the gates must compare with the
+    same one. They differ only on a resume after the promotion moved the alias to the
+    canary but before its record was written: judged then, the canary would be compared
+    with itself.
+    """
+
+    def __init__(self, registry, st: "RolloutState") -> None:
+        self._registry, self._st = registry, st
+
+    def alias(self, name: str, alias: str) -> int | None:
+        if (name, alias) == (self._st.model, self._st.env):
+            return self._st.champion
+        return self._registry.alias(name, alias)
+
+    def __getattr__(self, name: str):
+        return getattr(self._registry, name)
+
+
+def _source_env(ctx: "Context") -> str | None:
+    """The environment the promotion path came from: this model's file there."""
+    source = ctx.policy.requires_record_from
+    return ctx.project.counterpart(ctx.env, source) if source else None
 
 
 def approvers_from(ctx: "Context") -> list[dict]:
@@ -59,6 +86,29 @@ def analysis_for(ctx: "Context", st: "RolloutState"):
     return CanaryAnalysis(AnalysisSettings.from_policy(ctx.policy))
 
 
+def kpi_readings(ctx: "Context", st: "RolloutState", settings) -> dict | None:
+    """This window's cumulative KPI counts per role (``analysis.kpis``), or None without KPIs.
+
+    Only a source that evaluates PromQL can read them; any other source (or a failure)
+    makes every KPI unreadable, which holds the step: a KPI that cannot be read decides
+    nothing, it never passes.
+    """
+    from promotion.errors import MetricsError
+
+    kpis = settings.kpi_settings if settings is not None else []
+    if not kpis:
+        return None
+    reader = getattr(ctx.metrics, "kpi_counts", None)
+    if reader is None:
+        why = (f"metrics.source {getattr(ctx.env, 'metrics_source', '?')} cannot evaluate PromQL KPIs "
+               "(use metrics.source: prometheus)")
+        return {k.name: why for k in kpis}
+    try:
+        return reader(kpis, {"canary": st.canary, "champion": st.champion})
+    except MetricsError as exc:
+        return {k.name: exc.message for k in kpis}
+
+
 def reading(step_window, st: "RolloutState", verdict) -> dict[str, Any]:
     """Requests, error rate, p95 and e-values of both versions over the current step."""
     out: dict[str, Any] = {}
@@ -72,12 +122,24 @@ def reading(step_window, st: "RolloutState", verdict) -> dict[str, Any]:
     # the analysis keeps one e-process per comparison (and the SRM check): show each value
     evidence = verdict.evidence or {}
     e_values = {}
-    for name, key in (("errors", "errors_vs_champion"), ("latency", "latency_vs_champion"), ("srm", "srm")):
+    for name, key in (("errors", "errors_vs_champion"), ("latency", "latency_vs_champion"), ("srm", "srm"),
+                      ("labels", "labels"), ("score_shift", "score_shift")):
         value = (evidence.get(key) or {}).get("e_value")
         if value is not None:
             e_values[name] = round(float(value), 4)
+    for name, kpi in (evidence.get("kpis") or {}).items():
+        if kpi.get("e_value") is not None:
+            e_values[f"kpi:{name}"] = round(float(kpi["e_value"]), 4)
     if e_values:
         out["e_values"] = e_values
+    labels = evidence.get("labels")
+    if labels:  # label coverage and the metric per version, for the live view and the record's steps
+        out["labels"] = {"metric": labels["metric"], "canary": labels["canary"], "champion": labels["champion"],
+                         "labelled": labels["labelled"], "coverage": labels["coverage"]}
+    if evidence.get("kpis"):  # each KPI per version, for the live view and the record's steps
+        out["kpis"] = {n: {"canary": k["canary"], "champion": k["champion"]} for n, k in evidence["kpis"].items()}
+    if evidence.get("experiment"):
+        out["experiment"] = {"lift": evidence["experiment"]["lift"], "shown": evidence["experiment"]["shown"]}
     return out
 
 
@@ -93,14 +155,25 @@ def shadow_agreement(baseline: dict | None, snap, version: int) -> dict[str, Any
 
     c = window(Snapshot.from_dict(baseline), snap).get(version) if baseline else None
     if c is None:
-        return {"requests": 0, "agreement": None, "errors": 0}
+        return {"requests": 0, "agreement": None, "errors": 0, "compared": 0, "disagreements": 0}
     compared = c.shadow_agree + c.shadow_disagree
     # failures are the router's errors of kind "shadow"; answered-but-not-yet-compared is
     # only a scrape landing between two counter updates of one batch, not a failure
     errors = max(c.errors_by_kind.get("shadow", 0.0), 0.0)
     requests = max(c.shadow_requests, compared) + errors
     return {"requests": int(requests), "agreement": round(c.shadow_agree / compared, 5) if compared else None,
-            "errors": int(errors)}
+            "errors": int(errors), "compared": int(compared), "disagreements": int(c.shadow_disagree)}
+
+
+def expected_disagreement(ctx: "Context", st: "RolloutState") -> float | None:
+    """The share of rows on which the canary's and the champion's decisions differ, as the
+    drift gate measured it when this process re-ran the gates; None when it did not (no
+    drift gate, no champion scored, or another pair of versions)."""
+    for result in getattr(getattr(ctx, "gate_report", None), "results", ()):
+        d = (result.details or {}).get("prediction_disagreement") if result.gate == "drift" else None
+        if d and d.get("challenger") == st.canary and d.get("champion") == st.champion:
+            return float(d["rate"])
+    return None
 
 
 def _record_inputs(ctx: "Context", version: int) -> dict[str, Any]:
@@ -116,9 +189,43 @@ def _commit(ctx: "Context", st: "RolloutState", message: str, paths: list[Path])
                   [*paths, *record_related_paths(ctx.project.root, st.env)] if Path(p).exists()})
     git("add", "--", *rel)
     if not git("diff", "--cached", "--name-only").strip():
-        return st.commit  # already committed by an earlier, interrupted run
+        # already committed by an earlier, interrupted run: name that commit
+        return st.commit or git("log", "-1", "--format=%H", "--", *rel).strip() or None
     # pushing is a separate step (`promotion github push`), with a token this never sees
     return git.commit(message, [])
+
+
+def recorded_decision(ctx: "Context", st: "RolloutState", action: str) -> Path | None:
+    """The record this rollout already wrote for its decision, if any.
+
+    Writing the record and saving the state that names it are two steps; a crash between
+    them must not sign the same decision twice on the next run. Each record carries the
+    rollout's id in its evidence, so the chain (verified, newest first) says whether it
+    was written.
+    """
+    from promotion.records import RecordStore
+    from promotion.rollout.authority import puts_in_place
+
+    # the decision's own record names what it puts in place, not only the rollout's id
+    if action == "promote" or st.champion is None:
+        leaves = (st.model, st.canary, st.canary_digest)
+    else:
+        leaves = (st.model, st.champion, st.champion_digest)
+    for record in reversed(RecordStore(ctx.project.root, st.env).records()):
+        if (record.action == action and (record.predicate.get("evidence") or {}).get("rollout_id") == st.id
+                and puts_in_place(record) == leaves):
+            return record.path
+    return None
+
+
+def _probation_ahead(ctx: "Context", st: "RolloutState") -> dict:
+    """The promote record says a probation follows (so a lost one is noticed later)."""
+    from promotion.rollout.probation import settings_for
+
+    settings = settings_for(ctx)
+    if settings is None or st.champion is None:
+        return {}
+    return {"probation": {"duration_s": settings.duration_s}}
 
 
 def finish_promotion(ctx: "Context", st: "RolloutState") -> None:
@@ -127,12 +234,19 @@ def finish_promotion(ctx: "Context", st: "RolloutState") -> None:
 
     ctx.registry.set_alias(st.model, st.env, st.canary)
     if not st.record_path:
+        found = recorded_decision(ctx, st, "promote")
+        if found is not None:
+            st.record_path = str(found)
+            ctx.store.save(st)
+    if not st.record_path:
         path = write_record(
             ctx.project.root, st.env, action="promote", model=st.model, version=st.canary,
-            digest=st.canary_digest, from_env=ctx.policy.requires_record_from, to_env=st.env,
+            digest=st.canary_digest, from_env=_source_env(ctx), to_env=st.env,
             checks=st.checks, approvers=st.approvers, steps=st.steps, rollback_target=st.champion,
             policy_digest=st.policy_digest, source_commit=st.source_commit, reason=st.reason,
-            evidence={"timeline": st.timeline[-50:]} if st.timeline else None,
+            evidence={"rollout_id": st.id, **({"timeline": st.timeline[-50:]} if st.timeline else {}),
+                      **_probation_ahead(ctx, st)},
+            hooks=st.hooks, interventions=st.interventions,
             signer=ctx.signer, **_record_inputs(ctx, st.canary),
         )
         st.record_path = str(path)
@@ -153,6 +267,11 @@ def finish_rollback(ctx: "Context", st: "RolloutState") -> None:
         if set_model(ctx.env.path, target, target_digest):
             changed.append(ctx.env.path)
     if not st.record_path:
+        found = recorded_decision(ctx, st, st.rollback_action)
+        if found is not None:
+            st.record_path = str(found)
+            ctx.store.save(st)
+    if not st.record_path:
         path = write_record(
             ctx.project.root, st.env, action=st.rollback_action, model=st.model,
             version=target if target is not None else st.canary,
@@ -160,8 +279,10 @@ def finish_rollback(ctx: "Context", st: "RolloutState") -> None:
             from_env=st.env, to_env=st.env, checks=st.checks, approvers=st.approvers, steps=st.steps,
             rollback_target=target, policy_digest=st.policy_digest, source_commit=st.source_commit,
             reason=st.reason, replaced_version=st.canary,
-            evidence={**(st.evidence or {}), "rejected": {"version": st.canary, "digest": st.canary_digest},
+            evidence={**(st.evidence or {}), "rollout_id": st.id,
+                      "rejected": {"version": st.canary, "digest": st.canary_digest},
                       "switch_seconds": st.switch_seconds, "timeline": st.timeline[-100:]},
+            hooks=st.hooks, interventions=st.interventions,
             signer=ctx.signer, **_record_inputs(ctx, target if target is not None else st.canary),
         )
         st.record_path = str(path)

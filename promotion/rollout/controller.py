@@ -10,30 +10,47 @@ and assert after each call, and a killed process that is run again resumes where
 saved state says it was. Traffic is always in a state the saved state explains: the state
 is saved before any action that the next tick could not repeat safely.
 
+The tick is total: whatever fails inside it (the endpoint, the metrics source, the
+registry, git, a bug) is caught in :func:`tick` alone and becomes a state with a one-line
+reason (see :func:`promotion.rollout.transitions.failed`), never an exception. The
+policy is validated whole (:mod:`promotion.rollout.settings`) before any traffic moves.
+
 Usage::
 
     ctx = Context.build(project, "prod")
     st = start(ctx)                    # plan (or resume) the rollout of environments/prod.yaml
     while not st.phase.completed:
         st = tick(ctx, st)
-        time.sleep(ctx.policy.interval_s)
+        time.sleep(ctx.settings.interval_s)
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from promotion._internal.paths import refuse_tracked_state
 from promotion.config import Environment, Policy, Project
-from promotion.errors import Error, MetricsError, RolloutError, ServiceError
-from promotion.rollout import actions
+from promotion.errors import ConfigError, Error, RolloutError
+from promotion.rollout import actions, experiment, judgement, lifecycle, probation, resume
 from promotion.rollout.phases import Phase
-from promotion.rollout.schedule import shadow_phase, shadow_phase_defaults, steps_for
+from promotion.rollout.settings import RolloutSettings
 from promotion.rollout.state import EventLog, RolloutState, StateStore
+from promotion.rollout.transitions import (
+    apply, begin_rollback, enter, failed, one_line, reassert, reject, window_ready, window_since)
 
-APPLY_TIMEOUT_S = 60.0  # a worker may have to download and verify a model first
+from promotion.traffic.base import TrafficBackend
+
+if TYPE_CHECKING:  # pragma: no cover
+    from promotion.metrics.base import MetricsProvider
+    from promotion.records.signers.base import Signer
+    from promotion.registry import Registry
+
 TIMELINE_MAX = 600
+# consecutive failed ticks after which `run` stops (resumably) instead of retrying
+# (probation waits out metrics and routing failures itself, up to its max_s)
+GIVE_UP_AFTER = {Phase.PENDING: 1, Phase.PROMOTING: 3, Phase.ROLLING_BACK: 3, Phase.PROBATION: 3}
 
 
 @dataclass
@@ -43,21 +60,33 @@ class Context:
     project: Project
     env: Environment
     policy: Policy
-    registry: Any
-    traffic: Any
-    metrics: Any
+    registry: "Registry"
+    traffic: TrafficBackend
+    metrics: "MetricsProvider"
     store: StateStore
     events: EventLog
     clock: Callable[[], float] = time.time
-    signer: Any = None
+    signer: "Signer | str | None" = None
     gates: Callable[["Context", RolloutState], list[dict]] | None = None  # default: the policy's gates
     gate_report: Any = None
     listeners: list[Callable[[RolloutState, dict], None]] = field(default_factory=list)
+    settings: RolloutSettings | None = None  # the policy, validated; set by `start`
+    judged: str | None = None  # the rollout whose gates ran in this process (never read from the state)
+    judgement_read_at: float | None = None  # when an operator's abort was last looked for (clock)
+    probation_checked: str | None = None  # the rollout whose probation start this process checked (never saved)
 
     @classmethod
     def build(cls, project: Project, env_name: str, *, events_file=None) -> "Context":
         env = project.environment(env_name)  # bad input fails before anything heavy loads
         policy = project.policy_for(env)
+        if env.serving.kind == "gateway-api" and (policy.shadow or policy.strategy == "blue_green"):
+            # a RequestMirror copy never meets the champion's answer: agreement cannot be judged
+            at = ("rollout", "shadow") if policy.shadow else ("rollout", "strategy")
+            raise ConfigError(f"{policy.display}:{policy.line_of(*at)} {'.'.join(at)}: a shadow phase cannot be "
+                              f"judged with serving.kind gateway-api ({env.display}): mirrored copies never meet "
+                              "the champion's answers; use serving.kind envoy or bentoml for a shadow phase")
+        # before the registry, key or approvals in the state folder are opened
+        refuse_tracked_state(project.root, RolloutError)
 
         from promotion.metrics import provider_for
         from promotion.registry import Registry
@@ -77,35 +106,74 @@ class Context:
 
 
 def plan(ctx: Context) -> RolloutState | None:
-    """A new rollout from the environment file's desired state, or None if it already runs."""
+    """A new rollout from the environment file's desired state, or None if it already runs.
+
+    "Already runs" means the alias names the desired version *and* a verified record put
+    that version (and digest) in place; an alias moved there any other way is refused.
+    The canary is compared with what the last record put in place (see
+    :func:`promotion.rollout.authority.champion`); a file that names another model than
+    the one the records say the environment serves is refused.
+    """
+    from promotion.rollout.authority import champion, recorded_state, serving
+
     env = ctx.env
-    champion = ctx.registry.alias(env.model.name, env.name)
-    if champion == env.model.version:
-        return None
-    champion_digest = None
-    if champion is not None:
-        champion_digest = ctx.registry.version(env.model.name, champion).digest
+    placed = serving(ctx.project, env)
+    held = ctx.registry.alias(env.model.name, env.name)
+    if held == env.model.version:
+        recorded = recorded_state(ctx.project, env)
+        if recorded.authorised:
+            probation.check_finished(ctx, recorded.record)  # a probation lost with its job is said, not skipped
+            return None
+        raise RolloutError(f"the registry alias {env.name!r} already names v{held}, but no verified record puts "
+                           f"v{held} ({env.model.digest}) in {env.name}: the alias was moved outside a rollout; "
+                           f"point it back at the recorded version (or `promotion rollback {env.name}`), then run "
+                           "the rollout again to judge it")
+    version, digest = champion(ctx, placed, held)
     ctx.registry.version(env.model.name, env.model.version)  # fails closed if it does not exist
     return RolloutState(
         env=env.name, model=env.model.name, canary=env.model.version, canary_digest=env.model.digest,
-        champion=champion, champion_digest=champion_digest,
+        champion=version, champion_digest=digest,
         source_commit=actions.head_commit(ctx), policy_digest=ctx.policy.digest,
         started_at=ctx.clock(),
     )
 
 
 def start(ctx: Context) -> RolloutState | None:
-    """Resume the saved rollout of this environment, or plan a new one (None: nothing to do)."""
+    """Resume the saved rollout of this environment, or plan a new one (None: nothing to do).
+
+    The policy is validated whole first: an unusable one (ConfigError, exit 2) refuses a
+    new rollout before any traffic moves, and rolls back a saved one that moved traffic.
+    A saved state is checked against the records and judged by the gates again before
+    anything acts on it (:mod:`promotion.rollout.resume`).
+    """
     saved = ctx.store.load()
-    if saved and not saved.phase.completed:
-        if (saved.canary, saved.canary_digest) != (ctx.env.model.version, ctx.env.model.digest) and saved.phase in (
-            Phase.PENDING, Phase.SHADOW, Phase.PROGRESSING,
-        ):
+    in_flight = saved is not None and not saved.phase.completed
+    if in_flight:
+        resume.check_saved(ctx, saved)  # before anything, a rollback included, acts on it
+    try:
+        ctx.settings = ctx.settings or RolloutSettings.from_policy(ctx.policy)
+    except ConfigError as exc:
+        if not in_flight or saved.phase not in (Phase.SHADOW, Phase.PROGRESSING):
+            raise
+        ctx.emit(saved, "resumed", step=saved.step)
+        return begin_rollback(ctx, saved, "the policy cannot be used: " + one_line(exc))
+    if in_flight:
+        if _superseded(ctx, saved):
             # the desired state changed under a running rollout: put traffic back first
             ctx.emit(saved, "superseded", desired=ctx.env.model.version)
-            return _begin_rollback(ctx, saved, f"desired version changed to v{ctx.env.model.version} during the rollout")
+            return begin_rollback(ctx, saved, f"desired version changed to {ctx.env.model.name} "
+                                  f"v{ctx.env.model.version} during the rollout")
         ctx.emit(saved, "resumed", step=saved.step)
-        _reassert(ctx, saved)
+        if resume.needs_judging(ctx, saved):
+            # the saved checks and approvers are a claim: the gates judge again, before traffic moves
+            blocked = resume.judge_on_resume(ctx, saved)
+            if blocked:
+                return begin_rollback(ctx, saved, "gates block on resume: " + resume.blocked_reason(blocked))
+        try:
+            reassert(ctx, saved)
+        except Exception as exc:  # noqa: BLE001 - as in a tick: the failure becomes the state
+            # weights not applied: the next tick applies them again before judging anything
+            failed(ctx, saved, exc)
         ctx.store.save(saved)
         return saved
     st = plan(ctx)
@@ -117,302 +185,312 @@ def start(ctx: Context) -> RolloutState | None:
     return st
 
 
+def _superseded(ctx: Context, saved: RolloutState) -> bool:
+    """Whether the environment file names another model, version or digest than the saved
+    rollout's canary, in a phase that has not yet recorded the canary as promoted."""
+    desired = (ctx.env.model.name, ctx.env.model.version, ctx.env.model.digest)
+    if (saved.model, saved.canary, saved.canary_digest) == desired:
+        return False
+    if saved.phase in (Phase.PENDING, Phase.SHADOW, Phase.PROGRESSING):
+        return True
+    # promoting: its gates judged the file's version, so one the file no longer names is
+    # not finished on their word, unless its promote record is already written
+    return saved.phase is Phase.PROMOTING and actions.recorded_decision(ctx, saved, "promote") is None
+
+
 def tick(ctx: Context, st: RolloutState) -> RolloutState:
-    """Advance ``st`` by one step and persist it."""
+    """Advance ``st`` by one step and persist it; never raises (see the module docstring)."""
     if st.phase.completed:
         return st
+    try:
+        _advance(ctx, st)
+        ctx.store.save(st)
+    except Exception as exc:  # noqa: BLE001 - the one place a tick's failure becomes a state
+        failed(ctx, st, exc)
+        try:
+            ctx.store.save(st)
+        except Error as again:
+            st.error = f"{st.error}; {again.message}"
+        return st
+    if st.failures:
+        st.failures, st.failing_since, st.error = 0, None, None
+        try:
+            ctx.store.save(st)
+        except Error as exc:
+            st.failures, st.error = 1, exc.message
+    return st
+
+
+def _advance(ctx: Context, st: RolloutState) -> None:
     stop = ctx.store.stop_requested()
     if stop and st.phase not in (Phase.ROLLING_BACK, Phase.PROMOTING):
         st.phase, st.reason = Phase.ABORTED, f"stopped by an operator: {stop.get('reason', '')}"
         ctx.store.save(st)
         ctx.emit(st, "aborted", reason=st.reason)
-        return st
+        return
+    if ctx.settings is None and st.phase in (Phase.PENDING, Phase.SHADOW, Phase.PROGRESSING):
+        # a context that did not come through `start`; finishing a rollback needs no policy
+        ctx.settings = RolloutSettings.from_policy(ctx.policy)
+    if resume.needs_judging(ctx, st):
+        # a state this process did not judge (a context that did not come through `start`)
+        blocked = resume.judge(ctx, st)
+        if blocked:
+            begin_rollback(ctx, st, "gates block on resume: " + resume.blocked_reason(blocked))
+            return
+    if st.phase in (Phase.SHADOW, Phase.PROGRESSING, Phase.PROBATION) and _operator_abort(ctx, st):
+        return
     handler = {
         Phase.PENDING: _pending,
         Phase.SHADOW: _shadow,
         Phase.PROGRESSING: _progressing,
         Phase.PROMOTING: _promoting,
+        Phase.PROBATION: probation.tick,
         Phase.ROLLING_BACK: _rolling_back,
     }[st.phase]
-    try:
-        handler(ctx, st)
-    except (MetricsError, ServiceError) as exc:
-        # measuring or acting failed: no verdict is possible, so the canary cannot advance
-        return _cannot_decide(ctx, st, exc)
-    ctx.store.save(st)
-    return st
+    handler(ctx, st)
 
 
 # -- phases -----------------------------------------------------------------------------
 
 
 def _pending(ctx: Context, st: RolloutState) -> None:
-    checks = (ctx.gates or actions.pre_rollout_checks)(ctx, st)
-    st.checks = checks
-    st.approvers = actions.approvers_from(ctx)
-    blocked = [c for c in checks if c.get("verdict") != "pass"]
+    blocked = resume.judge(ctx, st)
     if blocked:
-        _reject(ctx, st, "gates block at rollout time: " + "; ".join(f"{c['name']}: {c.get('message', '')}" for c in blocked))
+        reject(ctx, st, "gates block at rollout time: " + "; ".join(f"{c['name']}: {c.get('message', '')}" for c in blocked))
         return
+    if not lifecycle.pre_rollout(ctx, st):
+        return  # rejected: no user traffic moved
     if st.champion is None:
         # first deployment: nothing to compare with, so serve it and record that plainly
-        st.weight, st.phase = 100.0, Phase.PROMOTING
         st.reason = "initial deployment: no champion to compare with"
+        st.weight, st.phase, st.routes_applied = 100.0, Phase.PROMOTING, False
         ctx.store.save(st)
-        _set_routes(ctx, st, {st.canary: 100.0})
+        apply(ctx, st)
         ctx.emit(st, "bootstrap", version=st.canary)
         return
-    shadow = shadow_phase(ctx.policy)
+    shadow = ctx.settings.shadow
     if shadow:
-        st.phase, st.step = Phase.SHADOW, -1
-        ctx.store.save(st)
-        _set_routes(ctx, st, {st.champion: 100.0}, shadow={"version": st.canary, "percent": shadow["percent"], "digest": st.canary_digest})
-        _begin_window(ctx, st)
-        ctx.emit(st, "shadow_started", percent=shadow["percent"])
+        enter(ctx, st, Phase.SHADOW, -1, 0.0)
+        ctx.emit(st, "shadow_started", percent=shadow.percent)
         return
     _enter_step(ctx, st, 0)
 
 
 def _shadow(ctx: Context, st: RolloutState) -> None:
-    shadow = shadow_phase(ctx.policy) or shadow_phase_defaults()
-    if not _window_ready(ctx, st, shadow["max_s"]):
+    shadow = ctx.settings.shadow
+    if not window_ready(ctx, st, shadow.max_s):
         return
     snap = ctx.metrics.snapshot()
+    window_since(st.step_baseline, snap)  # a snapshot older than the baseline measures nothing
     seen = actions.shadow_agreement(st.step_baseline, snap, st.canary)
-    elapsed = ctx.clock() - (st.step_started_at or ctx.clock())
+    elapsed = ctx.clock() - st.step_started_at
     st.last_snapshot = snap.to_dict()
-    ctx.emit(st, "shadow_observed", version=st.canary, percent=shadow["percent"], seconds=round(elapsed, 2), **seen)
+    judged = _shadow_disagreement(ctx, st, seen) if shadow.disagreement_tolerance is not None else None
+    ctx.emit(st, "shadow_observed", version=st.canary, percent=shadow.percent, seconds=round(elapsed, 2), **seen)
     # no mirrored request is no data: it neither passes nor fails the shadow
-    need = max(1, int(shadow["min_requests"]))
-    row = {"step": "shadow", "weight": 0.0, "seconds": round(elapsed, 2), "shadow_percent": shadow["percent"],
+    need = max(1, int(shadow.min_requests))
+    row = {"step": "shadow", "weight": 0.0, "seconds": round(elapsed, 2), "shadow_percent": shadow.percent,
            "shadow_requests": seen["requests"], "shadow_agreement": seen["agreement"], "shadow_errors": seen["errors"]}
     if seen["requests"] >= need and seen["errors"] > 0:
         st.steps.append({**row, "verdict": "fail"})
-        _begin_rollback(ctx, st, f"shadow v{st.canary} failed {seen['errors']} of {seen['requests']} mirrored requests "
-                        "(needs 0 errors)", evidence={"shadow": seen})
+        begin_rollback(ctx, st, f"shadow v{st.canary} failed {seen['errors']} of {seen['requests']} mirrored requests "
+                       "(needs 0 errors)", evidence={"shadow": seen})
         return
-    if seen["requests"] >= need and elapsed >= shadow["hold_s"]:
-        if seen["agreement"] < shadow["min_agreement"]:
+    if judged is not None:
+        row["shadow_disagreement"] = judged
+        if judged["rejected"]:  # anytime-valid: it may stop before hold_s
             st.steps.append({**row, "verdict": "fail"})
-            _begin_rollback(ctx, st, f"shadow v{st.canary} agreed with v{st.champion} on {seen['agreement']:.1%} of "
-                            f"{seen['requests']} mirrored requests (needs {shadow['min_agreement']:.0%})",
-                            evidence={"shadow": {**seen, "min_agreement": shadow["min_agreement"]}})
+            begin_rollback(ctx, st, f"shadow v{st.canary} disagreed with v{st.champion} on "
+                           f"{judged['observed_rate']:.2%} of {judged['compared']} mirrored requests; the gates "
+                           f"measured {judged['expected_rate']:.2%} between them (tolerance "
+                           f"{judged['tolerance']:.2%}; e={judged['e_value']:.3g} >= {judged['threshold']:.3g})",
+                           evidence={"shadow": {**seen, "disagreement": judged}})
+            return
+    if seen["requests"] >= need and elapsed >= shadow.hold_s:
+        # with a measured rate the test decides; a min_agreement the policy names stays a floor
+        floor = judged is None or bool(judged.get("cannot_decide")) or shadow.min_agreement_set
+        if floor and seen["agreement"] < shadow.min_agreement:
+            why = f"; {judged['cannot_decide']}, so min_agreement decides" if judged and judged.get("cannot_decide") else ""
+            st.steps.append({**row, "verdict": "fail"})
+            begin_rollback(ctx, st, f"shadow v{st.canary} agreed with v{st.champion} on {seen['agreement']:.1%} of "
+                           f"{seen['requests']} mirrored requests (needs {shadow.min_agreement:.0%}){why}",
+                           evidence={"shadow": {**seen, "min_agreement": shadow.min_agreement,
+                                                **({"disagreement": judged} if judged else {})}})
             return
         st.steps.append({**row, "verdict": "pass"})
         ctx.emit(st, "step_passed", step=-1, weight=0.0, shadow=True)
         _enter_step(ctx, st, 0)
         return
-    if elapsed > shadow["max_s"] and ctx.policy.inconclusive == "rollback":
-        _begin_rollback(ctx, st, f"shadow phase undecided after {elapsed:.0f}s: {seen['requests']} mirrored requests "
-                        f"(needs {need}, held {shadow['hold_s']:g}s)", evidence={"shadow": seen})
+    if elapsed > shadow.max_s and ctx.settings.inconclusive == "rollback":
+        begin_rollback(ctx, st, f"shadow phase undecided after {elapsed:.0f}s: {seen['requests']} mirrored requests "
+                       f"(needs {need}, held {shadow.hold_s:g}s)", evidence={"shadow": seen})
 
 
-def _progressing(ctx: Context, st: RolloutState) -> None:
-    from promotion.metrics.base import Snapshot, window
+def _shadow_disagreement(ctx: Context, st: RolloutState, seen: dict) -> dict:
+    """``rollout.shadow.disagreement``: the shadow's disagreements against the rate the
+    gates measured between the two versions, at the shadow test's share of ``alpha``."""
+    from promotion.analysis.score_shift import judge_disagreement
 
-    steps = steps_for(ctx.policy)
-    step = steps[st.step]
-    if not _window_ready(ctx, st, step.max_s):
-        return
+    analysis = ctx.settings.analysis
+    alpha = analysis.shares.get("shadow_disagreement", analysis.alpha_each) if analysis is not None else 0.05
+    judged = judge_disagreement(seen.get("disagreements", 0), seen.get("compared", 0),
+                                actions.expected_disagreement(ctx, st), ctx.settings.shadow.disagreement_tolerance,
+                                alpha)
+    seen["disagreement"] = judged  # the live view and the shadow_observed event show it
+    return judged
+
+
+def _observe(ctx: Context, st: RolloutState, step):
+    """Measure the step's window since the last tick and judge it: (verdict, reading)."""
     snap = ctx.metrics.snapshot()
-    delta = window(Snapshot.from_dict(st.last_snapshot), snap)
-    st.last_snapshot = snap.to_dict()
+    delta = window_since(st.last_snapshot, snap)
+    step_window = window_since(st.step_baseline, snap)
     analysis = actions.analysis_for(ctx, st)
     verdict = analysis.observe(delta, champion=st.champion, canary=st.canary, canary_weight=st.weight,
-                               min_requests=step.min_requests or None)
+                               min_requests=step.min_requests or None,
+                               kpis=actions.kpi_readings(ctx, st, analysis.settings))
+    st.last_snapshot = snap.to_dict()
     st.analysis = analysis.to_dict()
-    step_window = window(Snapshot.from_dict(st.step_baseline), snap)
     reading = actions.reading(step_window, st, verdict)
     st.timeline.append({"t": round(ctx.clock() - st.started_at, 2), "weight": st.weight, **reading})
     del st.timeline[:-TIMELINE_MAX]
     ctx.emit(st, "observed", step=st.step, weight=st.weight, outcome=verdict.outcome.value, reasons=verdict.reasons, **reading)
-    elapsed = ctx.clock() - (st.step_started_at or ctx.clock())
+    return verdict, reading
+
+
+def _progressing(ctx: Context, st: RolloutState) -> None:
+    steps = ctx.settings.steps
+    step = steps[st.step]
+    if not window_ready(ctx, st, step.max_s):
+        return
+    if step.pause:
+        _paused(ctx, st, step)
+        return
+    if not lifecycle.during_step(ctx, st):
+        return  # a failing hook rolled back; a hook that ran took time: measure on the next tick
+    verdict, reading = _observe(ctx, st, step)
+    # the step's clock began when its weights were applied and read back (never earlier)
+    elapsed = ctx.clock() - st.step_started_at
     outcome = verdict.outcome.value
     if outcome == "fail":
         # the failed step belongs in the record's (and the summary's) table too
         st.steps.append({"step": st.step + 1, "weight": st.weight, "seconds": round(elapsed, 2), **reading, "verdict": "fail"})
-        _begin_rollback(ctx, st, "; ".join(verdict.reasons) or "canary analysis failed", evidence=verdict.evidence)
+        begin_rollback(ctx, st, "; ".join(verdict.reasons) or "canary analysis failed", evidence=verdict.evidence)
         return
+    if experiment.ended(ctx, st, verdict, elapsed, reading):
+        return  # max_duration_s without the KPI lift shown: the champion serves again
     canary_requests = reading.get("canary_requests", 0)
     if outcome == "inconclusive" or canary_requests < step.min_requests or elapsed < step.hold_s:
         if elapsed > step.max_s:
             why = "; ".join(verdict.reasons) if outcome == "inconclusive" else f"{canary_requests} canary requests (needs {step.min_requests})"
-            if ctx.policy.inconclusive == "rollback":
-                _begin_rollback(ctx, st, f"step {st.step + 1} ({step.weight:g}%) undecided after {elapsed:.0f}s: {why}", evidence=verdict.evidence)
+            if ctx.settings.inconclusive == "rollback":
+                begin_rollback(ctx, st, f"step {st.step + 1} ({step.weight:g}%) undecided after {elapsed:.0f}s: {why}", evidence=verdict.evidence)
         return
     st.steps.append({"step": st.step + 1, "weight": st.weight, "seconds": round(elapsed, 2), **reading, "verdict": "pass",
                      "evidence": verdict.evidence})
     ctx.emit(st, "step_passed", step=st.step, weight=st.weight)
-    if st.step + 1 < len(steps):
+    _next_step(ctx, st)
+
+
+def _next_step(ctx: Context, st: RolloutState) -> None:
+    if st.step + 1 < len(ctx.settings.steps):
         _enter_step(ctx, st, st.step + 1)
     else:
-        st.phase = Phase.PROMOTING
+        if st.weight < 100:  # an experiment promotes from its split: promoting applies 100%
+            st.weight, st.routes_applied = 100.0, False
+        st.phase = Phase.PROMOTING  # the last step's weights (100%) are what promoting serves
+
+
+def _paused(ctx: Context, st: RolloutState, step) -> None:
+    """Hold the weights until an operator resumes or aborts; keep analysing meanwhile, so a
+    canary that fails while paused is still rolled back. Past ``max_s`` undecided, the
+    policy's inconclusive rule applies, as to any step without a verdict."""
+    now = ctx.clock()
+    if st.paused_since is None:
+        st.paused_since = now
+        ctx.store.save(st)  # a restarted rollout keeps the pause's clock
+        judgement.announce_pause(ctx, st, step.max_s)
+        ctx.emit(st, "paused", step=st.step, weight=st.weight, max_s=step.max_s,
+                 reason=f"holding {st.weight:g}% until `promotion resume {st.env}` (or abort), at most {step.max_s:g}s")
+    row = {"step": st.step + 1, "weight": st.weight, "pause": True}
+    if st.champion is not None and 0 < st.weight:
+        verdict, reading = _observe(ctx, st, step)
+        row.update(reading)
+        if verdict.outcome.value == "fail":
+            st.steps.append({**row, "seconds": round(now - st.paused_since, 2), "verdict": "fail"})
+            st.paused_since = None
+            begin_rollback(ctx, st, "while paused: " + ("; ".join(verdict.reasons) or "canary analysis failed"),
+                           evidence=verdict.evidence)
+            return
+    decision = judgement.read(ctx, st)
+    elapsed = now - st.paused_since
+    if decision is not None:
+        st.interventions.append(decision)
+        st.steps.append({**row, "seconds": round(elapsed, 2), "verdict": "resumed" if decision["action"] == "resume"
+                         else "aborted", "by": decision["actor"], "reason": decision["reason"]})
+        st.paused_since = None
+        if decision["action"] == "abort":
+            begin_rollback(ctx, st, f"aborted by {decision['actor']}: {decision['reason']}")
+            return
+        ctx.emit(st, "resumed_by", step=st.step, actor=decision["actor"], reason=decision["reason"])
+        _next_step(ctx, st)
+        return
+    if elapsed > step.max_s and ctx.settings.inconclusive == "rollback":
+        st.steps.append({**row, "seconds": round(elapsed, 2), "verdict": "timed_out"})
+        st.paused_since = None
+        begin_rollback(ctx, st, f"paused at {st.weight:g}% for {elapsed:.0f}s with no decision (max_s {step.max_s:g})")
+
+
+def _operator_abort(ctx: Context, st: RolloutState) -> bool:
+    """Roll back on an operator's ``promotion abort`` (looked for every few seconds)."""
+    now = ctx.clock()
+    if ctx.judgement_read_at is not None and now - ctx.judgement_read_at < 2.0:
+        return False
+    ctx.judgement_read_at = now
+    decision = judgement.read(ctx, st)
+    if decision is None or decision["action"] != "abort":
+        return False
+    st.interventions.append(decision)
+    st.paused_since = None
+    begin_rollback(ctx, st, f"aborted by {decision['actor']}: {decision['reason']}")
+    return True
 
 
 def _promoting(ctx: Context, st: RolloutState) -> None:
+    if not st.routes_applied:
+        apply(ctx, st)
+    if not lifecycle.post_promotion(ctx, st):
+        return  # a failing hook rolled back
     actions.finish_promotion(ctx, st)
     st.phase = Phase.PROMOTED
     ctx.emit(st, "promoted", version=st.canary, previous=st.champion, record=st.record_path, commit=st.commit)
+    probation.begin(ctx, st)  # with rollout.probation: still judged at 100%, the champion loaded
 
 
 def _rolling_back(ctx: Context, st: RolloutState) -> None:
+    if not st.routes_applied:
+        # traffic first: the switch that failed when the rollback was decided
+        decided = time.monotonic()
+        apply(ctx, st)
+        st.switch_seconds = st.switch_seconds if st.switch_seconds is not None else round(time.monotonic() - decided, 3)
+        ctx.store.save(st)
     actions.finish_rollback(ctx, st)
     st.phase = Phase.ROLLED_BACK
     ctx.emit(st, "rolled_back", version=st.champion, rejected=st.canary, record=st.record_path, commit=st.commit, reason=st.reason)
 
 
-# -- transitions ------------------------------------------------------------------------
-
-
-def _set_routes(ctx: Context, st: RolloutState, routes: dict[int, float], shadow: dict | None = None) -> float:
-    digests = {v: (st.canary_digest if v == st.canary else st.champion_digest) for v in routes}
-    routing = ctx.traffic.set_routing(routes, digests, shadow)
-    st.generation = routing.generation
-    seconds = ctx.traffic.wait_applied(routing.generation, APPLY_TIMEOUT_S)
-    ctx.emit(st, "routing", routes={str(k): v for k, v in routes.items()}, shadow=shadow, generation=routing.generation,
-             applied_s=round(seconds, 3))
-    return seconds
-
-
-def _begin_window(ctx: Context, st: RolloutState, *, keep_step: bool = False) -> None:
-    """Start measuring from now: the analysis window always, the step's clock and counts
-    unless ``keep_step`` (a resume that found traffic as the saved step left it).
-
-    A provider may answer with counts gathered before the routing change that was just
-    applied (Prometheus returns its last scrape, up to a scrape interval old). Those
-    counts hold traffic served at the previous weights, and measuring from them would
-    skew the comparison (a false sample-ratio mismatch). So the window starts only from
-    a snapshot taken at or after the provider's ``now()`` of this moment: if the first
-    one is older, ``window_after`` holds that time and later ticks wait for it.
-    """
-    if keep_step and st.step_baseline is not None and st.step_started_at is not None:
-        # traffic is as the saved step left it: older counts are this step's too
-        st.last_snapshot = ctx.metrics.snapshot().to_dict()
-        st.window_after = None
-        return
-    mark = ctx.metrics.now()
-    snap = ctx.metrics.snapshot()
-    st.step_started_at = ctx.clock()
-    if snap.taken_at < mark:
-        st.window_after, st.last_snapshot, st.step_baseline = mark, None, None
-        ctx.emit(st, "window_pending", behind_s=round(mark - snap.taken_at, 3))
-        return
-    st.window_after = None
-    st.last_snapshot = st.step_baseline = snap.to_dict()
-
-
-def _window_ready(ctx: Context, st: RolloutState, max_s: float) -> bool:
-    """Whether the step's window has begun; if not, try to begin it with a fresh snapshot.
-
-    Waiting is not a verdict: past ``max_s`` it is undecided, like a step without data.
-    """
-    if st.window_after is None:
-        return True
-    snap = ctx.metrics.snapshot()
-    if snap.taken_at >= st.window_after:
-        st.last_snapshot = st.step_baseline = snap.to_dict()
-        ctx.emit(st, "window_started", waited_s=round(ctx.clock() - (st.step_started_at or ctx.clock()), 3))
-        st.window_after = None
-        return False  # the window begins here; the next tick measures it
-    elapsed = ctx.clock() - (st.step_started_at or ctx.clock())
-    if elapsed > max_s and ctx.policy.inconclusive == "rollback":
-        _begin_rollback(ctx, st, f"no metrics from after the routing change within {elapsed:.0f}s: the provider's "
-                        f"latest counts are {st.window_after - snap.taken_at:.1f}s older than the change",
-                        evidence={"metrics_taken_at": snap.taken_at, "window_after": st.window_after})
-    return False
-
-
-def _live_matches(ctx: Context, routes: dict[int, float], shadow_version: int | None) -> bool:
-    """Whether the endpoint already serves ``routes`` (and that shadow); False if unknown."""
-    try:
-        live = ctx.traffic.routing()
-    except Error:
-        return False
-    served = {int(k): float(v) for k, v in live.routes.items() if float(v) > 0}
-    live_shadow = (live.shadow or {}).get("version")
-    return served == {v: float(w) for v, w in routes.items() if w > 0} and (
-        (int(live_shadow) if live_shadow is not None else None) == shadow_version)
-
-
-def _step_routes(st: RolloutState) -> dict[int, float]:
-    # the champion stays loaded at weight 0 after the last step, for an instant rollback
-    return {st.champion: 100.0 - st.weight, st.canary: st.weight}
-
-
 def _enter_step(ctx: Context, st: RolloutState, index: int) -> None:
-    st.phase, st.step, st.weight = Phase.PROGRESSING, index, float(steps_for(ctx.policy)[index].weight)
-    ctx.store.save(st)  # intent before action: a crash from here re-applies this step's weights
-    _set_routes(ctx, st, _step_routes(st))
-    _begin_window(ctx, st)
+    enter(ctx, st, Phase.PROGRESSING, index, ctx.settings.steps[index].weight)
     ctx.emit(st, "step_started", step=index, weight=st.weight)
 
 
-def _reassert(ctx: Context, st: RolloutState) -> None:
-    """After a crash, make traffic match the saved state again, and measure afresh:
-    what was served between the last save and the crash is left out of the analysis.
-
-    The step keeps its clock (hold) and its request count when the endpoint still serves
-    what the saved step set; otherwise (the crash came between saving a new step and
-    applying it) the step starts over. Without that, a rollout resumed often enough
-    would never complete a hold.
-    """
-    if st.phase is Phase.PROGRESSING:
-        routes = _step_routes(st)
-        kept = _live_matches(ctx, routes, None)
-        _set_routes(ctx, st, routes)
-        _begin_window(ctx, st, keep_step=kept)
-    elif st.phase is Phase.SHADOW:
-        shadow = shadow_phase(ctx.policy) or shadow_phase_defaults()
-        kept = _live_matches(ctx, {st.champion: 100.0}, st.canary)
-        _set_routes(ctx, st, {st.champion: 100.0},
-                    shadow={"version": st.canary, "percent": shadow["percent"], "digest": st.canary_digest})
-        _begin_window(ctx, st, keep_step=kept)
-    elif st.phase is Phase.ROLLING_BACK and st.champion is not None:
-        _set_routes(ctx, st, {st.champion: 100.0})
-    elif st.phase is Phase.PROMOTING:
-        _set_routes(ctx, st, {st.canary: 100.0} if st.champion is None else {st.champion: 0.0, st.canary: 100.0})
-
-
-def _begin_rollback(ctx: Context, st: RolloutState, reason: str, evidence: dict | None = None) -> RolloutState:
-    """Traffic back to the champion first, at once; the rest happens on the next tick."""
-    st.reason, st.evidence = reason, evidence
-    st.phase = Phase.ROLLING_BACK
-    ctx.store.save(st)  # a crash from here on resumes the rollback, never the canary
-    ctx.emit(st, "rollback_started", reason=reason)
-    if st.champion is not None:
-        decided = time.monotonic()
-        _set_routes(ctx, st, {st.champion: 100.0})
-        st.switch_seconds = round(time.monotonic() - decided, 3)
-    st.weight = 0.0
-    ctx.store.save(st)
-    return st
-
-
-def _reject(ctx: Context, st: RolloutState, reason: str) -> None:
-    st.reason, st.rollback_action = reason, "reject"
-    st.phase = Phase.ROLLING_BACK
-    ctx.emit(st, "rejected", reason=reason)
-
-
-def _cannot_decide(ctx: Context, st: RolloutState, exc: Error) -> RolloutState:
-    ctx.emit(st, "cannot_decide", error=exc.message)
-    if st.phase in (Phase.SHADOW, Phase.PROGRESSING):
-        elapsed = ctx.clock() - (st.step_started_at or st.started_at)
-        shadow = shadow_phase(ctx.policy) or shadow_phase_defaults()
-        limit = steps_for(ctx.policy)[st.step].max_s if st.step >= 0 else shadow["max_s"]
-        if elapsed > limit:
-            try:
-                return _begin_rollback(ctx, st, f"cannot measure the canary for {elapsed:.0f}s: {exc.message}")
-            except Error as again:
-                ctx.emit(st, "rollback_blocked", error=again.message)
-    ctx.store.save(st)
-    if st.phase in (Phase.PROMOTING, Phase.ROLLING_BACK, Phase.PENDING):
-        raise RolloutError(f"{st.phase.value}: {exc.message} (run the rollout again to resume)") from exc
-    return st
-
-
 def run(ctx: Context, *, max_seconds: float | None = None, sleep: Callable[[float], None] = time.sleep) -> RolloutState | None:
-    """Hold the environment's lock and tick until the rollout completes."""
+    """Hold the environment's lock and tick until the rollout completes.
+
+    A tick that fails in a phase without a deadline of its own (pending, promoting,
+    rolling back) is retried a few times, then the run stops with RolloutError; the saved
+    state resumes on the next run.
+    """
     ctx.store.acquire()
     try:
         st = start(ctx)
@@ -422,13 +500,15 @@ def run(ctx: Context, *, max_seconds: float | None = None, sleep: Callable[[floa
         while not st.phase.completed:
             before = st.phase
             st = tick(ctx, st)
+            if st.failures >= GIVE_UP_AFTER.get(st.phase, 10**9):
+                raise RolloutError(f"{st.env} {st.phase.value}: {st.error} (run the rollout again to resume)")
             if st.phase is Phase.ROLLING_BACK and before is not Phase.ROLLING_BACK:
                 continue  # finish the rollback without waiting
             if st.phase.completed:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise RolloutError(f"rollout of {st.env} still {st.phase.value} after {max_seconds:.0f}s; run again to resume")
-            sleep(ctx.policy.interval_s)
+            sleep(ctx.settings.interval_s if ctx.settings else 1.0)
         return st
     finally:
         ctx.store.release()

@@ -14,6 +14,9 @@ class Phase(str, Enum):
     """The canary serves its step's share of traffic and is being analysed."""
     PROMOTING = "promoting"
     """Every step passed; moving the alias, writing and committing the record."""
+    PROBATION = "probation"
+    """Promoted (alias moved, record committed); still watched at 100% for the policy's
+    ``rollout.probation.duration_s``, the previous champion loaded for an instant rollback."""
     PROMOTED = "promoted"
     """The canary is the new champion; the record is committed."""
     ROLLING_BACK = "rolling_back"

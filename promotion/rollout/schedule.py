@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from promotion.config import Policy, Step
 
+MAX_RAMP_STEPS = 50
+
 
 def steps_for(policy: Policy) -> list[Step]:
     """The weight steps a rollout walks through, ending at 100."""
@@ -22,6 +24,10 @@ def steps_for(policy: Policy) -> list[Step]:
         weights: list[float] = []
         k = 0
         while True:
+            if len(weights) >= MAX_RAMP_STEPS:
+                # a rate just above 1 would otherwise ramp for ever
+                raise ValueError(f"the exponential ramp needs more than {MAX_RAMP_STEPS} steps to reach {cap:g}%; "
+                                 "raise initial or rate")
             w = min(cap, initial * rate ** k)
             if weights and w <= weights[-1]:
                 break

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from promotion._internal.atomic import atomic_write
-from promotion._internal.paths import state_dir
+from promotion._internal.paths import refuse_tracked_state, state_dir
+from promotion.config import file_key
 from promotion.errors import RolloutError
 from promotion.rollout.phases import Phase
 
@@ -45,6 +46,10 @@ class RolloutState:
     step_baseline: dict | None = None
     last_snapshot: dict | None = None
     window_after: float | None = None  # the step's window waits for counts from at least this (provider) time
+    routes_applied: bool = False  # the phase's weights are applied and read back; until then nothing is judged
+    failures: int = 0  # consecutive ticks that failed
+    failing_since: float | None = None
+    error: str | None = None  # why the last tick failed
     analysis: dict | None = None
     checks: list[dict] = field(default_factory=list)
     approvers: list[dict] = field(default_factory=list)
@@ -56,6 +61,10 @@ class RolloutState:
     switch_seconds: float | None = None
     record_path: str | None = None
     commit: str | None = None
+    hooks: list[dict] = field(default_factory=list)  # each lifecycle hook's result, in order
+    paused_since: float | None = None  # a pause step began (clock time); cleared when it is left
+    interventions: list[dict] = field(default_factory=list)  # operators' resume/abort: who, why, when
+    probation: dict | None = None  # after 100%: since, promote record, baseline (promotion.rollout.probation)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,16 +79,22 @@ class RolloutState:
 
 
 class StateStore:
-    """Where one environment's rollout state, lock, stop request and events live."""
+    """Where one environment's rollout state, lock, stop request and events live.
+
+    Refuses (RolloutError) a state folder whose files git tracks: a rollout state
+    committed to the repository would be resumed as if this controller had saved it.
+    """
 
     def __init__(self, root: str | Path, env: str) -> None:
+        refuse_tracked_state(root, RolloutError)
         self.dir = state_dir(root) / "rollouts"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.env = env
-        self.path = self.dir / f"{env}.json"
-        self.lock_path = self.dir / f"{env}.lock"
-        self.stop_path = self.dir / f"{env}.stop"
-        self.events_path = self.dir / f"{env}.events.jsonl"
+        key = file_key(env)  # prod/<model>: one flat file name per model
+        self.path = self.dir / f"{key}.json"
+        self.lock_path = self.dir / f"{key}.lock"
+        self.stop_path = self.dir / f"{key}.stop"
+        self.events_path = self.dir / f"{key}.events.jsonl"
         self._lock_fd: int | None = None
 
     def load(self) -> RolloutState | None:
@@ -91,7 +106,10 @@ class StateStore:
             raise RolloutError(f"{self.path}: unreadable rollout state ({exc}); inspect it, then remove it to start over") from None
 
     def save(self, st: RolloutState) -> None:
-        atomic_write(self.path, json.dumps(st.to_dict(), indent=1, sort_keys=True, default=str))
+        try:
+            atomic_write(self.path, json.dumps(st.to_dict(), indent=1, sort_keys=True, default=str))
+        except OSError as exc:
+            raise RolloutError(f"{self.path}: cannot save the rollout state ({exc.strerror or exc})") from None
 
     def acquire(self, wait_s: float = 0.0) -> None:
         """Take the environment's rollout lock or raise RolloutError naming the holder."""
@@ -140,6 +158,9 @@ class EventLog:
         entry = {"ts": round(time.time(), 3), "event": event, **fields}
         line = json.dumps(entry, sort_keys=True, default=str) + "\n"
         for p in self.paths:
-            with open(p, "a", encoding="utf-8") as fh:
-                fh.write(line)
+            try:
+                with open(p, "a", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError as exc:
+                raise RolloutError(f"{p}: cannot append the event {event!r} ({exc.strerror or exc})") from None
         return entry

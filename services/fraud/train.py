@@ -149,6 +149,7 @@ def register(registry, spec: Spec, name: str = "fraud-detector") -> "object":
     from mlflow.models import infer_signature
 
     from promotion._internal.digest import tree_digest
+    from promotion.registration import mlflow_at
     from promotion.registry import EXPERIMENT, _translated
 
     model, threshold, train = fit(spec)
@@ -162,9 +163,7 @@ def register(registry, spec: Spec, name: str = "fraud-detector") -> "object":
     reference["score"] = model.predict_proba(reference[list(data.FEATURES)])[:, 1]
     reference[data.SEGMENT] = train.loc[reference.index, data.SEGMENT].to_numpy()
 
-    with _translated(f"register model {name}"):
-        mlflow.set_tracking_uri(registry.uri)
-        mlflow.set_registry_uri(registry.uri)
+    with _translated(f"register model {name}"), mlflow_at(registry):
         exp = mlflow.get_experiment_by_name(EXPERIMENT)
         exp_id = exp.experiment_id if exp else mlflow.create_experiment(EXPERIMENT, artifact_location=registry.artifact_root)
         with mlflow.start_run(experiment_id=exp_id, run_name=f"{name}-{spec.description or 'train'}") as run:

@@ -52,16 +52,18 @@ def live(state_dir: str | Path, stale_s: float = STALE_S) -> list[dict[str, Any]
         try:
             beat = json.loads(f.read_text(encoding="utf-8"))
             pid = int(beat["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+            seen_at = float(beat.get("seen_at", 0))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            continue  # not a heartbeat (a worker writes them whole, atomically)
         if not _alive(pid):
             try:
                 f.unlink()
             except OSError:
                 pass
             continue
-        if now - float(beat.get("seen_at", 0)) > stale_s:
+        if now - seen_at > stale_s:
             continue
+        beat["pid"] = pid
         found.append(beat)
     return sorted(found, key=lambda b: b["pid"])
 

@@ -2,7 +2,8 @@
 
 Created on first use, inside the worker: BentoML sets ``PROMETHEUS_MULTIPROC_DIR`` only
 after the service module is imported, and ``prometheus_client`` picks its multiprocess
-mode at import time. ``/metrics`` (BentoML's) aggregates all workers.
+mode at import time. ``/metrics`` (BentoML's) aggregates all workers. Names, labels and
+buckets are the contract's (:mod:`promotion.contract.metrics`).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import bisect
 import threading
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
-                   0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+from promotion.contract import metrics as names
+from promotion.contract.metrics import LATENCY_BUCKETS  # noqa: F401 - the service's buckets are the contract's
+from promotion.contract.metrics import LABEL_DELAY_BUCKETS, SCORE_BUCKETS
 
 
 class Metrics:
@@ -21,21 +23,37 @@ class Metrics:
         import prometheus_client as pc
 
         kw = {"registry": registry} if registry is not None else {}
-        self.requests = pc.Counter("promotion_requests", "Predict requests routed to a model version",
+        self.requests = pc.Counter(names.REQUESTS_FAMILY, "Predict requests routed to a model version",
                                    ["version"], **kw)
-        self.errors = pc.Counter("promotion_request_errors", "Failed predict requests by version and kind",
+        self.errors = pc.Counter(names.ERRORS_FAMILY, "Failed predict requests by version and kind",
                                  ["version", "kind"], **kw)
-        self.latency = pc.Histogram("promotion_request_latency_seconds",
+        self.latency = pc.Histogram(names.LATENCY_FAMILY,
                                     "Routing + predict time inside the handler", ["version"],
                                     buckets=LATENCY_BUCKETS, **kw)
-        self.shadow_requests = pc.Counter("promotion_shadow_requests", "Requests mirrored to a shadow version",
-                                          ["version"], **kw)
-        self.shadow_agreement = pc.Counter("promotion_shadow_agreement",
-                                           "Shadow label equal to the served label", ["version", "agree"], **kw)
-        self.shadow_latency = pc.Histogram("promotion_shadow_latency_seconds", "Shadow predict time",
+        self.shadow_requests = pc.Counter(names.SHADOW_REQUESTS_FAMILY,
+                                          "Rows mirrored to a shadow version and answered", ["version"], **kw)
+        self.shadow_agreement = pc.Counter(names.SHADOW_AGREEMENT_FAMILY,
+                                           "Shadow answer (class, else prediction) equal to the served one",
+                                           ["version", "agree"], **kw)
+        self.shadow_latency = pc.Histogram(names.SHADOW_LATENCY_FAMILY, "Shadow predict time per row",
                                            ["version"], buckets=LATENCY_BUCKETS, **kw)
-        self.shadow_dropped = pc.Counter("promotion_shadow_dropped", "Mirrored requests dropped (queue full)",
+        self.shadow_dropped = pc.Counter(names.SHADOW_DROPPED_FAMILY, "Mirrored rows dropped (queue full)",
                                          ["version"], **kw)
+        # model quality: labels joined by POST /feedback (services/router/feedback.py), scores per row
+        self.labels = pc.Counter(names.LABELS_FAMILY, "Labelled rows of binary classifiers by outcome",
+                                 ["version", "segment", "outcome"], **kw)
+        self.label_values = pc.Counter(names.LABEL_VALUES_FAMILY, "Labelled rows of regressors",
+                                       ["version", "segment"], **kw)
+        self.label_abs_error = pc.Counter(names.LABEL_ABS_ERROR_FAMILY, "Sum of |prediction - value| of labelled rows",
+                                          ["version", "segment"], **kw)
+        self.label_squared_error = pc.Counter(names.LABEL_SQUARED_ERROR_FAMILY,
+                                              "Sum of (prediction - value)^2 of labelled rows", ["version", "segment"],
+                                              **kw)
+        self.label_delay = pc.Histogram(names.LABEL_DELAY_FAMILY, "Seconds from prediction to label", ["version"],
+                                        buckets=LABEL_DELAY_BUCKETS, **kw)
+        self.score = pc.Histogram(names.SCORE_FAMILY, "Score of every served row (binary classifiers)", ["version"],
+                                  buckets=SCORE_BUCKETS, **kw)
+        self.feedback = pc.Counter(names.FEEDBACK_FAMILY, "Feedback items by result", ["result"], **kw)
         self._children: dict[tuple, object] = {}
 
     @staticmethod

@@ -1,8 +1,10 @@
 """A plain single-model BentoML service: the yardstick for the router's overhead.
 
-Same HTTP contract and I/O handling as :mod:`services.router.service`, but one fixed
-version and no routing, metrics, shadow or inference log. ``bench/router_overhead.py``
-runs it side by side with the router. Configured by ``PROMOTION_SERVICE_STATE``,
+Same HTTP contract, input handling and model code as :mod:`services.router.service` (the
+version is loaded through its pyfunc flavour by :func:`services.router.models.load`, the
+body parsed and checked against the signature the same way), but one fixed version and
+no routing, metrics, shadow or inference log. ``bench/router_overhead.py`` runs it side
+by side with the router. Configured by ``PROMOTION_SERVICE_STATE``,
 ``MLFLOW_TRACKING_URI``, ``PROMOTION_MODEL_NAME``, ``PROMOTION_PLAIN_VERSION`` and
 ``PROMOTION_PLAIN_DIGEST``.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 import bentoml
 from starlette.responses import Response
 
-from services.router import runtime
+from services.router import api, payload, runtime
 
 runtime.install_request_timeout()  # before BentoML builds the app: see services/router/runtime.py
 
@@ -37,16 +39,14 @@ class Plain:
         self.pid = os.getpid()
         runtime.freeze_startup_heap()
 
-    @bentoml.api(route="/predict")
-    async def predict(self, ctx: bentoml.Context, features: t.Optional[t.Dict[str, t.Any]] = None) -> dict:
-        from services.router.models import InputError
-
+    @bentoml.api(route="/predict", input_spec=api.PredictBody)
+    async def predict(self, ctx: bentoml.Context, **fields: t.Any) -> dict:
         try:
-            score = self.model.predict(self.model.row(features))
-        except InputError as exc:
+            batch = payload.parse(api.request_body(fields))
+            answer = self.model.answer(batch, self.model.predict(self.model.inputs(batch), batch))
+        except payload.InputError as exc:
             ctx.response.status_code = 400
             return Response(json.dumps({"error": {"kind": "input", "message": str(exc)}}), status_code=400,
                             media_type="application/json")
-        body = {"version": self.model.version, "score": score, "label": int(score >= self.model.threshold)}
-        return Response(json.dumps(body), media_type="application/json",
+        return Response(json.dumps(answer, default=str), media_type="application/json",
                         headers={"X-Promotion-Worker": str(self.pid)})

@@ -1,11 +1,13 @@
-"""Routing state: what share of traffic each model version gets, and how a request picks one.
+"""Routing state on disk and how a request picks a version: shared by every worker through one file.
 
-Pure Python (no BentoML, no MLflow), shared by every worker through one file::
+The document itself (:class:`~promotion.contract.routing.Routing`, its validation and the
+sticky bucket of a routing key) is the contract's; this module persists it and turns it
+into a lookup table::
 
     from services.router import routing
     state = routing.parse_request({"routes": {"1": 95, "2": 5},
                                    "digests": {"1": "sha256:…", "2": "sha256:…"}}, model="fraud-detector")
-    saved = routing.commit(state_dir, state)            # generation + 1, written atomically
+    saved = routing.commit(state_dir, state)            # next generation, written atomically
     table = routing.RouteTable(saved.routes)
     version = table.pick(routing.bucket("customer-42"))  # sticky for a given weight
 
@@ -13,151 +15,57 @@ Stickiness: a routing key hashes to a bucket in [0, 100). Versions own consecuti
 ranges, newest version first, so raising the newest version's weight from 5 to 25 only
 moves keys from [5, 25) onto it; keys already on it stay. For two versions any fixed
 order has that property, which also covers rollbacks (an older version as the canary).
+
+Generations only increase. ``routing.json`` holds the current one, and every commit first
+records it in ``routing.generation`` (a side file), so a ``routing.json`` that is later
+corrupted, truncated or deleted by hand does not restart the count: the next commit
+continues from the highest of the two files and of the generation a caller knows to be
+applied (the workers'). A worker that already applies generation N ignores any state
+numbered N or lower, so a count that restarted would leave traffic where it was.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import math
 import os
 import random
-import re
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from promotion.contract.routing import (BUCKETS, DIGEST_RE, MAX_GENERATION, WEIGHT_TOLERANCE,  # noqa: F401
+                                        Routing, RoutingInputError, Shadow, based_on, bucket, parse_generation,
+                                        parse_request)
+
+RoutingState = Routing  # the name the service's code and tests have used
 ROUTING_FILE = "routing.json"
+GENERATION_FILE = "routing.generation"
 LOCK_FILE = "routing.lock"
 REFUSED_FILE = "refused.json"
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-WEIGHT_TOLERANCE = 1e-6
-BUCKETS = 10_000  # bucket resolution: 0.01 percentage points
+MAX_FILE_BYTES = 1 << 20  # a routing file is a few hundred bytes; anything this big is not one
 
 
-class RoutingInputError(ValueError):
-    """An admin request body that cannot become routing state (HTTP 400)."""
+class RoutingFileError(ValueError):
+    """A routing file on disk that cannot be read or parsed; the message names the file."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
-@dataclass(frozen=True)
-class Shadow:
-    version: int
-    percent: float
-    digest: str
+class StaleGeneration(Exception):
+    """A write based on an older generation than the current one (HTTP 409)."""
 
-
-@dataclass(frozen=True)
-class RoutingState:
-    """One generation of routing, as persisted in ``routing.json``."""
-
-    generation: int
-    model: str
-    routes: dict[int, float]
-    digests: dict[int, str]
-    shadow: Shadow | None = None
-    updated_at: float = 0.0
-
-    def versions(self) -> dict[int, str]:
-        """Every version this state needs loaded, with its expected digest."""
-        needed = {v: self.digests[v] for v in self.routes}
-        if self.shadow is not None:
-            needed[self.shadow.version] = self.shadow.digest
-        return needed
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "generation": self.generation,
-            "model": self.model,
-            "routes": {str(v): w for v, w in sorted(self.routes.items())},
-            "digests": {str(v): d for v, d in sorted(self.digests.items())},
-            "shadow": None if self.shadow is None else {
-                "version": self.shadow.version, "percent": self.shadow.percent, "digest": self.shadow.digest},
-            "updated_at": self.updated_at,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RoutingState":
-        parsed = parse_request(data, model=data.get("model", ""))
-        return cls(generation=int(data.get("generation", 0)), model=parsed.model, routes=parsed.routes,
-                   digests=parsed.digests, shadow=parsed.shadow, updated_at=float(data.get("updated_at", 0.0)))
-
-
-def _version(key: Any, where: str) -> int:
-    try:
-        v = int(key)
-    except (TypeError, ValueError):
-        raise RoutingInputError(f"{where}: {key!r} is not a model version") from None
-    if isinstance(key, bool) or str(v) != str(key).strip() or v < 1:
-        raise RoutingInputError(f"{where}: {key!r} is not a model version")
-    return v
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RoutingInputError(f"{where}: must be a number")
-    if not 0.0 <= value <= 100.0:
-        raise RoutingInputError(f"{where}: must be in [0, 100]")
-    return float(value)
-
-
-def _digest(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not DIGEST_RE.match(value):
-        raise RoutingInputError(f"{where}: must be sha256:<64 hex digits>")
-    return value
-
-
-def parse_request(body: Any, model: str) -> RoutingState:
-    """Validate an admin request body into a (generation 0) state; RoutingInputError if bad.
-
-    Body: ``{"routes": {"1": 95, "2": 5}, "digests": {"1": "sha256:…", …},
-    "shadow": null | {"version": 3, "percent": 100, "digest": "sha256:…"}}``.
-    Weights are in [0, 100] and sum to 100; every routed version has a digest.
-    """
-    if not isinstance(body, dict):
-        raise RoutingInputError("body: must be a JSON object")
-    unknown = sorted(set(body) - {"routes", "digests", "shadow", "generation", "model", "updated_at"})
-    if unknown:
-        raise RoutingInputError(f"body: unknown field(s): {', '.join(unknown)}")
-    routes_in, digests_in = body.get("routes"), body.get("digests")
-    if not isinstance(routes_in, dict) or not routes_in:
-        raise RoutingInputError("routes: must be a non-empty object of version -> weight")
-    if not isinstance(digests_in, dict):
-        raise RoutingInputError("digests: must be an object of version -> sha256 digest")
-    routes = {_version(k, "routes"): _number(w, f"routes.{k}") for k, w in routes_in.items()}
-    if len(routes) != len(routes_in):
-        raise RoutingInputError("routes: a version is listed twice")
-    total = sum(routes.values())
-    if abs(total - 100.0) > WEIGHT_TOLERANCE:
-        raise RoutingInputError(f"routes: weights must sum to 100, not {total:g}")
-    digests = {_version(k, "digests"): _digest(d, f"digests.{k}") for k, d in digests_in.items()}
-    missing = sorted(set(routes) - set(digests))
-    if missing:
-        raise RoutingInputError(f"digests: missing for version(s) {', '.join(map(str, missing))}")
-    digests = {v: digests[v] for v in routes}  # digests of unrouted versions are not kept
-    shadow = None
-    raw = body.get("shadow")
-    if raw is not None:
-        if not isinstance(raw, dict) or set(raw) - {"version", "percent", "digest"}:
-            raise RoutingInputError("shadow: must be null or {version, percent, digest}")
-        sv = _version(raw.get("version"), "shadow.version")
-        digest = raw.get("digest", digests.get(sv))
-        shadow = Shadow(version=sv, percent=_number(raw.get("percent", 100.0), "shadow.percent"),
-                        digest=_digest(digest, "shadow.digest"))
-        if sv in digests and digests[sv] != shadow.digest:
-            raise RoutingInputError(f"shadow.digest: differs from digests.{sv}")
-        if shadow.percent == 0.0:
-            shadow = None
-    return RoutingState(generation=0, model=model, routes=routes, digests=digests, shadow=shadow)
-
-
-def bucket(key: str) -> float:
-    """The routing key's fixed place in [0, 100)."""
-    h = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return (int.from_bytes(h, "big") % BUCKETS) * (100.0 / BUCKETS)
+    def __init__(self, current: int, based_on: int) -> None:
+        super().__init__(f"routing changed since generation {based_on}: it is at generation {current} now; "
+                         f"read it again before changing it")
+        self.current = current
+        self.based_on = based_on
 
 
 def random_bucket() -> float:
@@ -240,27 +148,98 @@ def signature(path: Path) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_ino, st.st_size)
 
 
-def load(state_dir: str | Path) -> RoutingState | None:
-    """The persisted state, or None when there is none yet."""
+def _read_json(path: Path) -> Any:
+    """A small JSON file's content; FileNotFoundError if absent, RoutingFileError if unreadable."""
     try:
-        data = json.loads(routing_path(state_dir).read_text(encoding="utf-8"))
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise RoutingFileError(path, f"cannot be read ({exc.strerror or exc.__class__.__name__})") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise RoutingFileError(path, f"is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:
+        raise RoutingFileError(path, "is not valid JSON (nested too deeply)") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise RoutingFileError(path, f"is not valid JSON ({exc})") from exc
+
+
+def load(state_dir: str | Path) -> Routing | None:
+    """The persisted state, or None when there is none yet; RoutingFileError if unreadable."""
+    path = routing_path(state_dir)
+    try:
+        data = _read_json(path)
     except FileNotFoundError:
         return None
-    return RoutingState.from_json(data)
+    try:
+        return Routing.from_json(data)
+    except RoutingInputError as exc:
+        raise RoutingFileError(path, f"is not a routing state ({exc})") from exc
 
 
-def commit(state_dir: str | Path, state: RoutingState, if_absent: bool = False) -> RoutingState | None:
+def generation_path(state_dir: str | Path) -> Path:
+    return Path(state_dir) / GENERATION_FILE
+
+
+def last_generation(state_dir: str | Path) -> int | None:
+    """The highest generation ever committed, from the side file; None when absent."""
+    path = generation_path(state_dir)
+    try:
+        data = _read_json(path)
+    except FileNotFoundError:
+        return None
+    try:
+        return parse_generation(data.get("generation") if isinstance(data, dict) else None)
+    except RoutingInputError as exc:
+        raise RoutingFileError(path, f"is not a generation record ({exc})") from exc
+
+
+def commit(state_dir: str | Path, state: Routing, if_absent: bool = False,
+           floor: int | Callable[[], int] = 0, base: int | None = None) -> Routing | None:
     """Persist ``state`` as the next generation and return what was written.
 
-    With ``if_absent``, writes only when no state exists yet (returns None otherwise).
+    The next generation is one more than the highest of: ``routing.json``'s, the side
+    file's, ``floor`` (a generation the caller knows is applied; a callable is asked only
+    when ``routing.json`` is missing or unreadable, the one case it can matter) and
+    ``base``. An unreadable ``routing.json`` is replaced (that is how an operator repairs
+    it); when neither file nor ``floor`` tells the last generation, RoutingFileError
+    instead, since restarting the count would leave every worker on its routing. ``base``
+    is the generation the change was computed from: older than the current one raises
+    StaleGeneration. With ``if_absent``, writes only when no ``routing.json`` exists at
+    all (returns None otherwise).
     """
     with locked(state_dir):
-        current = load(state_dir)
-        if if_absent and current is not None:
+        try:
+            current, broken = load(state_dir), None
+        except RoutingFileError as exc:
+            current, broken = None, exc
+        if if_absent and (current is not None or broken is not None):
             return None
-        generation = (current.generation if current else 0) + 1
-        new = RoutingState(generation=generation, model=state.model, routes=dict(state.routes),
+        try:
+            recorded, side_broken = last_generation(state_dir), None
+        except RoutingFileError as exc:
+            recorded, side_broken = None, exc
+        if callable(floor):
+            floor = floor() if current is None else 0
+        if broken is not None and recorded is None and floor <= 0:
+            why = str(side_broken) if side_broken is not None else f"{generation_path(state_dir)}: is missing"
+            raise RoutingFileError(broken.path, f"{broken.reason}; and the last generation is unknown ({why}): "
+                                   "restore the file, or remove it and restart the service")
+        known = max(current.generation if current else 0, recorded or 0, floor)
+        if base is not None and base < known:
+            raise StaleGeneration(known, base)
+        generation = max(known, base or 0) + 1
+        if generation > MAX_GENERATION:
+            raise RoutingFileError(routing_path(state_dir), f"generation {generation} is past {MAX_GENERATION}")
+        new = Routing(generation=generation, model=state.model, routes=dict(state.routes),
                            digests=dict(state.digests), shadow=state.shadow, updated_at=time.time())
+        # the side file first: a crash between the two writes leaves it ahead, never behind
+        # (not fsynced: it matters only once routing.json is broken by hand, not by a power cut,
+        # which the fsynced routing.json survives)
+        write_json_atomic(generation_path(state_dir), {"generation": generation}, durable=False)
         write_json_atomic(routing_path(state_dir), new.to_json())
         return new
 
@@ -268,10 +247,14 @@ def commit(state_dir: str | Path, state: RoutingState, if_absent: bool = False) 
 # -- refusals (shared so that GET on any worker reports them) --------------------------
 
 def load_refused(state_dir: str | Path) -> dict[str, str]:
+    """Refused versions and why (``{}`` when none, or when the file is unreadable)."""
     try:
-        return dict(json.loads((Path(state_dir) / REFUSED_FILE).read_text(encoding="utf-8")))
-    except (FileNotFoundError, ValueError):
+        data = _read_json(Path(state_dir) / REFUSED_FILE)
+    except (FileNotFoundError, RoutingFileError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def record_refused(state_dir: str | Path, refused: dict[int, str], accepted: dict[int, str] | None = None) -> None:

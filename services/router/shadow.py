@@ -1,31 +1,36 @@
 """Shadow mirroring in a separate, lowest-priority process per serving worker.
 
-The served path only writes one small frame to a pipe: a non-blocking ``os.write`` of
-less than ``PIPE_BUF`` bytes, which the kernel makes all-or-nothing. When the pipe is
-full (the shadow is behind) the mirror is dropped and counted
+The served path only writes small frames to a pipe: non-blocking ``os.write`` calls of
+less than ``PIPE_BUF`` bytes each, which the kernel makes all-or-nothing. When the pipe
+is full (the shadow is behind) the mirror is dropped and counted
 (``promotion_shadow_dropped_total``); the response never waits for the shadow.
 
 The shadow process (``python -m services.router.shadow <state_dir> <sample>``) runs under
 ``SCHED_IDLE`` (``nice 19`` where that is refused), so it gets a core only when serving
 does not need one, and it has its own interpreter, so it never holds the serving
 worker's GIL. It reads frames in batches, predicts each batch in one call, and records
-the shadow's latency, whether its label agrees with the served one, and (sampled) its
-prediction in the inference log with ``"shadow": true``. Its metrics go to the same
-Prometheus multiprocess directory as the workers', so ``/metrics`` shows them.
+the shadow's latency, whether its answer agrees with the served one (the class for
+classifiers, the prediction otherwise), and (sampled) its prediction in the inference
+log with ``"shadow": true``. Its metrics go to the same Prometheus multiprocess directory
+as the workers', so ``/metrics`` shows them. Shadow counters count rows: one per
+mirrored row, whatever number of rows a request carried.
 
-Models reach the shadow process as files: the worker exports every version it has
-verified and loaded to ``<state>/shadow-models/<key>.ubj`` plus ``<key>.json`` (version,
-digest, threshold, features, sha256 of the exported bytes); the process loads a key on
-first use and checks the bytes against that sha256. A frame names the key, so a change of
-shadow version needs no message of its own.
+Models reach the shadow process as verified artifact directories: the worker exports
+every version it has verified and loaded as ``<state>/shadow-models/<key>.json``
+(version, digest, the artifact directory under ``<state>/artifacts``); the process loads
+a key on first use (or when the worker applies a routing with that shadow), after
+hashing the directory again and comparing it with the digest, through the same pyfunc
+loader as the workers. A frame names the key, so a change of shadow version needs no
+message of its own.
 
-Frame: 4-byte little-endian length, then ``marshal`` of ``(key, values, served_label)``
-where ``values`` are the request's values of the shadow's features, in its order.
+Frame: 4-byte little-endian length, then ``marshal`` of ``(key, names, rows, served)``:
+the shadow's input column names, the request's values of those columns row by row (a
+missing value as None), and the served answers. ``rows`` empty asks the process to load
+the key now.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import marshal
@@ -39,20 +44,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from promotion._internal.atomic import atomic_write
+from promotion.contract.digest import tree_digest
+from services.router.payload import MISSING
 
 log = logging.getLogger("bentoml.promotion_router")
 
 HEADER = struct.Struct("<I")
 MAX_FRAME = select.PIPE_BUF  # larger writes to a pipe are not atomic
-PIPE_SIZE = 1 << 20          # about 6,000 mirrored requests of 10 features
+PIPE_SIZE = 1 << 20          # about 4,000 mirrored one-row requests of 10 features
 # After reading, the process pauses this long before draining the pipe: rows that arrive
-# meanwhile share one predict call (xgboost's per-call overhead is Python). Adds at most
+# meanwhile share one predict call (a model's per-call overhead is Python). Adds at most
 # this much to the shadow's lag, never to the served path.
 PAUSE_S = 0.05
 BATCH = 256
 FLUSH_S = 1.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
+RETRY_S = 5.0  # a key that could not be loaded is tried again after this long
 
 
 def models_dir(state_dir: str | Path) -> Path:
@@ -60,17 +67,16 @@ def models_dir(state_dir: str | Path) -> Path:
 
 
 def export(state_dir: str | Path, model) -> None:
-    """Write a verified, loaded model where shadow processes load it (once per key)."""
-    d = models_dir(state_dir)
-    meta_path = d / f"{model.key}.json"
+    """Tell shadow processes where a verified, loaded version's artifact is (once per key)."""
+    if model.path is None:  # an in-memory model (tests): nothing a process could load
+        return
+    meta_path = models_dir(state_dir) / f"{model.key}.json"
     if meta_path.exists():
         return
-    raw = bytes(model.booster.save_raw("ubj"))
-    atomic_write(d / f"{model.key}.ubj", raw)
-    atomic_write(meta_path, json.dumps({
-        "version": model.version, "digest": model.digest, "threshold": model.threshold,
-        "features": list(model.features), "sha256": hashlib.sha256(raw).hexdigest(),
-    }, sort_keys=True))
+    from services.router.routing import write_json_atomic
+
+    write_json_atomic(meta_path, {"version": model.version, "digest": model.digest, "path": str(model.path)},
+                      durable=False)
 
 
 class ShadowMirror:
@@ -154,31 +160,70 @@ class ShadowMirror:
 
     # -- request path ----------------------------------------------------------------------
 
-    def offer(self, model, features: dict, served_label: int) -> None:
-        """Mirror one request to ``model``; never blocks (the lock is only held for a write)."""
+    def offer(self, model, batch, served: list) -> None:
+        """Mirror one request's rows to ``model``; never blocks (the lock is only held for writes)."""
         m = self.metrics
+        names = model.features or tuple(batch.columns or ())
+        if batch.columns is not None:
+            cols = [batch.columns.get(n) for n in names]
+            rows = [tuple(None if c is None or c[i] is MISSING else c[i] for c in cols) for i in range(batch.n)]
+        elif names:  # rows without names cannot be matched to the shadow's columns
+            m.child(m.errors, str(model.version), "shadow").inc(batch.n)
+            return
+        else:
+            rows = [tuple(r) if isinstance(r, list) else (r,) for r in batch.positional]
         try:
-            payload = marshal.dumps((model.key, tuple(features.get(n) for n in model.features), served_label))
+            frames, too_large = _encode(model.key, tuple(names), rows, list(served))
         except ValueError:  # a value marshal cannot carry: the shadow cannot score this request
-            m.child(m.errors, str(model.version), "shadow").inc()
+            m.child(m.errors, str(model.version), "shadow").inc(len(rows))
             return
-        if len(payload) + HEADER.size > MAX_FRAME:
-            m.child(m.errors, str(model.version), "shadow").inc()  # too large to hand over atomically
-            return
-        frame = HEADER.pack(len(payload)) + payload
+        if too_large:  # a row too large to hand over atomically
+            m.child(m.errors, str(model.version), "shadow").inc(too_large)
+        sent = 0
         with self._lock:
             fd = self._fd
             if fd is not None:
                 try:
-                    os.write(fd, frame)
-                    return
+                    for frame, n in frames:
+                        os.write(fd, frame)
+                        sent += n
                 except OSError:  # full (BlockingIOError: the shadow is behind) or gone (EPIPE)
                     pass
-        self._drop(model)
+        if sent < len(rows) - too_large:
+            self._drop(model, len(rows) - too_large - sent)
 
-    def _drop(self, model) -> None:
-        self.dropped += 1
-        self.metrics.child(self.metrics.shadow_dropped, str(model.version)).inc()
+    def preload(self, model) -> None:
+        """Ask the process to load ``model`` now, before the first mirrored request (best effort)."""
+        frame = _frame((model.key, tuple(model.features), [], []))
+        with self._lock:
+            if self._fd is not None:
+                try:
+                    os.write(self._fd, frame)
+                except OSError:
+                    pass
+
+    def _drop(self, model, n: int = 1) -> None:
+        self.dropped += n
+        self.metrics.child(self.metrics.shadow_dropped, str(model.version)).inc(n)
+
+
+def _frame(content: tuple) -> bytes:
+    payload = marshal.dumps(content)
+    return HEADER.pack(len(payload)) + payload
+
+
+def _encode(key: str, names: tuple, rows: list, served: list) -> tuple[list[tuple[bytes, int]], int]:
+    """Frames of at most MAX_FRAME bytes for these rows (halving until each fits), with the
+    number of rows each holds, and the number of rows too large for any frame."""
+    frame = _frame((key, names, rows, served))
+    if len(frame) <= MAX_FRAME:
+        return [(frame, len(rows))], 0
+    if len(rows) == 1:
+        return [], 1
+    mid = len(rows) // 2
+    first, bad1 = _encode(key, names, rows[:mid], served[:mid])
+    second, bad2 = _encode(key, names, rows[mid:], served[mid:])
+    return first + second, bad1 + bad2
 
 
 # -- the shadow process -------------------------------------------------------------------
@@ -194,90 +239,103 @@ def _lower_priority(pid: int = 0) -> None:
             pass
 
 
-class _ShadowModel:
-    def __init__(self, version: int, booster: Any, threshold: float, features: tuple[str, ...]) -> None:
-        self.version = version
-        self.booster = booster
-        self.threshold = threshold
-        self.features = features
-
-
 class ShadowProcess:
     """Reads frames, scores them in batches, records metrics and the inference log."""
 
     def __init__(self, state_dir: str | Path, sample: float, metrics, inference_log) -> None:
+        self.state_dir = Path(state_dir)
         self.dir = models_dir(state_dir)
         self.sample = sample
         self.metrics = metrics
         self.inference_log = inference_log
-        self.models: dict[str, _ShadowModel | None] = {}
+        self.models: dict[str, Any] = {}
+        self._failed: dict[str, float] = {}
 
-    def model(self, key: str) -> _ShadowModel | None:
-        if key not in self.models:
-            self.models[key] = self._load(key)
-        return self.models[key]
+    def model(self, key: str):
+        """The loaded model of ``key``, or None (unknown, unverifiable or unloadable: retried later)."""
+        m = self.models.get(key)
+        if m is None and time.monotonic() - self._failed.get(key, -RETRY_S) >= RETRY_S:
+            m = self._load(key)
+            if m is None:
+                self._failed[key] = time.monotonic()
+            else:
+                self.models[key] = m
+                self._failed.pop(key, None)
+        return m
 
-    def _load(self, key: str) -> _ShadowModel | None:
-        import xgboost
+    def _load(self, key: str):
+        from services.router import models
 
         try:
             meta = json.loads((self.dir / f"{key}.json").read_text(encoding="utf-8"))
-            raw = (self.dir / f"{key}.ubj").read_bytes()
-        except (OSError, ValueError) as exc:
+            version, digest, path = int(meta["version"]), str(meta["digest"]), Path(meta["path"]).resolve()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("shadow model %s unavailable: %s", key, exc)
             return None
-        if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
-            log.error("shadow model %s does not match its sha256; not scoring with it", key)
+        artifacts = (self.state_dir / "artifacts").resolve()
+        if artifacts not in path.parents:
+            log.error("shadow model %s: %s is outside %s; not loading it", key, path, artifacts)
             return None
-        booster = xgboost.Booster()
-        booster.load_model(bytearray(raw))
-        booster.set_param({"nthread": 1})
-        return _ShadowModel(int(meta["version"]), booster, float(meta["threshold"]), tuple(meta["features"]))
+        try:
+            actual = tree_digest(path)
+        except OSError as exc:
+            log.error("shadow model %s unreadable: %s", key, exc)
+            return None
+        if actual != digest:
+            log.error("shadow model %s does not match its digest (%s, expected %s); not scoring with it",
+                      key, actual, digest)
+            return None
+        try:
+            return models.load_local(path, version, digest)
+        except models.LoadError as exc:
+            log.error("shadow model %s: %s", key, exc)
+            return None
 
     def handle(self, frames: list[tuple]) -> None:
-        by_key: dict[str, list[tuple]] = {}
+        by_key: dict[tuple, list[tuple]] = {}
         for frame in frames:
-            by_key.setdefault(frame[0], []).append(frame)
-        for key, items in by_key.items():
-            self._score(key, items)
+            by_key.setdefault((frame[0], frame[1]), []).append(frame)
+        for (key, names), items in by_key.items():
+            self._score(key, names, items)
 
-    def _score(self, key: str, items: list[tuple]) -> None:
-        import random
-
-        import numpy as np
+    def _score(self, key: str, names: tuple, items: list[tuple]) -> None:
+        from services.router.payload import Batch, InputError
 
         m = self.metrics
+        rows = [(r, s) for _, _, frame_rows, served in items for r, s in zip(frame_rows, served)]
         model = self.model(key)
         if model is None:
-            m.child(m.errors, key.split("-", 1)[0], "shadow").inc(len(items))
+            if rows:
+                m.child(m.errors, key.split("-", 1)[0], "shadow").inc(len(rows))
+            return
+        if not rows:  # a preload frame
             return
         v = str(model.version)
-        rows, usable = [], []
-        for item in items:
-            values = item[1]
-            if len(values) == len(model.features) and all(type(x) is float or type(x) is int for x in values):
-                rows.append(values)
-                usable.append(item)
-        if len(usable) < len(items):  # the request lacks what the shadow needs: the shadow fails it
-            m.child(m.errors, v, "shadow").inc(len(items) - len(usable))
-        if not usable:
-            return
+        # rows that do not fit the shadow's signature fail on the shadow alone
+        batch, usable = self._batch(Batch, names, rows, model), rows
+        try:
+            values = model.inputs(batch)
+        except InputError:
+            usable = [(r, s) for r, s in rows if self._fits(Batch, names, (r, s), model)]
+            m.child(m.errors, v, "shadow").inc(len(rows) - len(usable))
+            if not usable:
+                return
+            batch = self._batch(Batch, names, usable, model)
+            values = model.inputs(batch)
         t0 = time.perf_counter()
         try:
-            scores = model.booster.inplace_predict(np.array(rows, dtype=np.float32), validate_features=False)
+            prediction = model.predict(values, batch)
         except Exception:  # a failing shadow is reported, never raised
             log.exception("shadow version %s failed to predict", v)
             m.child(m.errors, v, "shadow").inc(len(usable))
             return
-        # per-request latency of a batched call: its time, shared by the rows it served
+        # per-row latency of a batched call: its time, shared by the rows it served
         elapsed = (time.perf_counter() - t0) / len(usable)
-        agree = 0
-        for (_, values, served_label), score in zip(usable, scores):
-            label = 1 if score >= model.threshold else 0
-            agree += label == served_label
-            if self.sample > 0 and random.random() < self.sample:
-                self.inference_log.write(model.version, dict(zip(model.features, values)), float(score), label,
-                                         shadow=True)
+        decisions = prediction.decisions()
+        agree = sum(1 for (_, served), mine in zip(usable, decisions) if served == mine)
+        if self.sample > 0:
+            self.inference_log.write_sampled(model.version, values, prediction.predictions, prediction.scores,
+                                             prediction.labels, self.sample, shadow=True)
         n = len(usable)
         m.child(m.shadow_requests, v).inc(n)
         latency = m.child(m.shadow_latency, v)
@@ -287,6 +345,22 @@ class ShadowProcess:
             m.child(m.shadow_agreement, v, "true").inc(agree)
         if n - agree:
             m.child(m.shadow_agreement, v, "false").inc(n - agree)
+
+    @staticmethod
+    def _batch(batch_type, names: tuple, rows: list, model):
+        if model.schema.columns is None and not names:
+            return batch_type(None, len(rows), "shadow", positional=[list(r) for r, _ in rows])
+        columns = {n: [r[j] for r, _ in rows] for j, n in enumerate(names)}
+        return batch_type(columns, len(rows), "shadow")
+
+    def _fits(self, batch_type, names: tuple, pair: tuple, model) -> bool:
+        from services.router.payload import InputError
+
+        try:
+            model.inputs(self._batch(batch_type, names, [pair], model))
+            return True
+        except InputError:
+            return False
 
 
 def _frames(buf: bytearray) -> tuple[list[tuple], int]:

@@ -22,12 +22,20 @@ batch). In a loaded server a histogram observation costs two multiprocess metric
 about 15 µs with cold caches between requests; batched, one write per bucket touched per
 batch.
 
-``handle_predict`` and ``handle_set_routing`` return ``(status, body)`` pairs that the
-service turns into HTTP responses.
+Every served row gets a request id (the client's ``X-Request-Id`` when it is a sane
+token, else a generated one; :mod:`promotion.contract.feedback`), returned in the answer
+and appended, with the version, score, prediction and segment value, to this worker's
+request journal (one ``write`` per request, so a label posted to any worker joins it:
+:mod:`services.router.feedback`). Scores go into the per-version score histogram in the
+same batches as latencies.
+
+``handle_predict``, ``handle_set_routing`` and ``handle_feedback`` return ``(status,
+body)`` pairs that the service turns into HTTP responses.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -40,11 +48,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from services.router import heartbeats, routing, shadow
+from promotion.contract import feedback as feedback_wire
+from promotion.contract.inference_log import InferenceLog
+from promotion.registry import RegistryError
+from services.router import feedback, heartbeats, payload, routing, shadow
+from services.router.request_index import RequestJournal, segment_value
 from services.router import models as model_loading
-from services.router.inference_log import InferenceLog
-from services.router.models import DigestMismatch, InputError, LoadedModel, LoadError
-from services.router.routing import RouteTable, RoutingInputError, RoutingState
+from services.router.models import DigestMismatch, InputError, LoadedModel, LoadError, PredictError
+from services.router.routing import RouteTable, RoutingFileError, RoutingInputError, RoutingState, StaleGeneration
 
 # A child of "bentoml" so that lines reach the server log under BentoML's logging config.
 log = logging.getLogger("bentoml.promotion_router")
@@ -73,12 +84,25 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     return {"error": {"kind": kind, "message": message}}
 
 
+def _bearer(token: str, authorization: str | None) -> tuple[bool, str]:
+    """Whether ``authorization`` is ``Bearer <token>``, compared as fixed-length digests."""
+    given = (authorization or "").strip()
+    if not given.lower().startswith("bearer "):
+        return False, "missing bearer token"
+    presented = hashlib.sha256(given[7:].strip().encode("utf-8", "surrogateescape")).digest()
+    if not hmac.compare_digest(presented, hashlib.sha256(token.encode()).digest()):
+        return False, "invalid token"
+    return True, ""
+
+
 class Worker:
     """Routing, model loading and admin handling for one worker process."""
 
     def __init__(self, state_dir: str | Path, model_name: str, registry_factory: Callable[[], Any],
                  admin_token: str | None, metrics, sample: float = 0.1, initial_routes: str | None = None,
-                 poll_s: float = 0.05, heartbeat_s: float = 1.0) -> None:
+                 poll_s: float = 0.05, heartbeat_s: float = 1.0, feedback_token: str | None = None,
+                 segment_column: str | None = None,
+                 index_size: int = feedback_wire.DEFAULT_INDEX_SIZE) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.path = routing.routing_path(self.state_dir)
@@ -87,6 +111,12 @@ class Worker:
         self._registry_factory = registry_factory
         self._registry = None
         self._admin_token = admin_token or None
+        self._feedback_token = feedback_token or None
+        self.segment_column = segment_column or None
+        # index_size 0: no journal, and POST /feedback answers 503
+        self.journal = RequestJournal(self.state_dir) if index_size > 0 else None
+        self.feedback = feedback.Feedback(self.state_dir, metrics, index_size) if index_size > 0 else None
+        self._journal_failed_at = 0.0
         self.metrics = metrics
         self.sample = sample
         self.initial_routes = initial_routes
@@ -100,6 +130,7 @@ class Worker:
         self._sig: tuple | None | str = "unread"  # None would mean "file absent, already handled"
         self._next_check = 0.0
         self._latencies: deque[tuple[str, float]] = deque()  # observed, not yet in the histogram
+        self._scores: deque[tuple[str, list]] = deque()  # served scores, not yet in the score histogram
         self._pending_sig: tuple | None = None
         self._failed: tuple[tuple | None, float] = (None, 0.0)
         self._apply_lock = threading.Lock()
@@ -142,6 +173,8 @@ class Worker:
         if self._shadow is not None:
             self._shadow.stop()
         self.inference_log.close()
+        if self.journal is not None:
+            self.journal.close()
         heartbeats.remove(self.state_dir, self.pid)
 
     def alive(self) -> bool:
@@ -204,6 +237,18 @@ class Worker:
     def publish_metrics(self) -> None:
         """Move queued latencies into the histogram (from any thread: each is taken
         exactly once)."""
+        m = self.metrics
+        scores = self._scores
+        if scores:
+            by_score: dict[str, list[float]] = {}
+            while True:
+                try:
+                    v, xs = scores.popleft()
+                except IndexError:
+                    break
+                by_score.setdefault(v, []).extend(xs)
+            for v, xs in by_score.items():
+                m.observe_many(m.child(m.score, v), xs)
         queued = self._latencies
         if not queued:
             return
@@ -214,7 +259,6 @@ class Worker:
             except IndexError:
                 break
             by_version.setdefault(v, []).append(seconds)
-        m = self.metrics
         for v, xs in by_version.items():
             m.observe_many(m.child(m.latency, v), xs)
 
@@ -233,7 +277,7 @@ class Worker:
             return
         try:
             state = routing.load(self.state_dir)
-        except (OSError, ValueError) as exc:  # includes RoutingInputError: a hand-broken file
+        except (OSError, ValueError) as exc:  # RoutingFileError: a hand-broken file; keep serving
             log.error("routing file unreadable, keeping current routing: %s", exc)
             self._sig = sig
             return
@@ -279,6 +323,9 @@ class Worker:
             self.applied = applied
             self._sig = sig
             self._pending_sig = None
+            if applied.shadow is not None and self._shadow is not None and \
+                    (current is None or current.shadow is not applied.shadow):
+                self._shadow.preload(applied.shadow)  # loaded before the first mirrored request
             keep = set(needed) | (set(current.state.versions()) if current else set())
             # never wait here for a model load in progress (this may be the event loop):
             # the next apply prunes instead
@@ -334,8 +381,10 @@ class Worker:
 
     # -- request handling ---------------------------------------------------------------
 
-    def handle_predict(self, features: Any, key: str | None) -> tuple[int, dict, int]:
-        """Route and predict one request: ``(status, body, generation)``."""
+    def handle_predict(self, body: Any, key: str | None, request_id: str | None = None) -> tuple[int, dict, int]:
+        """Route and predict one request body (any format of :mod:`promotion.contract.predict`):
+        ``(status, answer, generation)``. ``request_id``: the request's id, already checked
+        (:func:`promotion.contract.feedback.valid_request_id`); one is generated without it."""
         t0 = time.perf_counter()
         publish = self.maybe_refresh()
         applied = self.applied
@@ -347,24 +396,81 @@ class Worker:
         model = applied.models[version]
         v = str(version)
         try:
-            row = model.row(features)
-            score = model.predict(row)
+            batch = payload.parse(body)
+            values = model.inputs(batch)
+            prediction = model.predict(values, batch)
         except InputError as exc:
             return self._failed_request(v, "input", 400, str(exc), t0, applied.generation, publish)
+        except PredictError as exc:
+            log.error("%s", exc)
+            return self._failed_request(v, "predict", 500, str(exc), t0, applied.generation, publish)
         except Exception as exc:
             log.exception("version %s failed to predict", version)
             return self._failed_request(v, "predict", 500, f"version {version} failed to predict: "
                                         f"{exc.__class__.__name__}", t0, applied.generation, publish)
-        label = 1 if score >= model.threshold else 0
         m.child(m.requests, v).inc()
+        ids = feedback_wire.row_ids(request_id or feedback_wire.new_request_id(), batch.n)
+        segments = self._segments(batch)
+        if prediction.scores is not None:
+            self._scores.append((v, prediction.scores))
+        if self.journal is not None:
+            self._journal(version, ids, prediction, segments)
         self._latencies.append((v, time.perf_counter() - t0))
         if applied.shadow is not None and (applied.shadow_fraction >= 1.0 or random.random() < applied.shadow_fraction):
-            self._shadow.offer(applied.shadow, features, label)
-        if self.sample > 0 and random.random() < self.sample:
-            self.inference_log.write(version, features, score, label)
+            self._shadow.offer(applied.shadow, batch, prediction.decisions())
+        if self.sample > 0:
+            self.inference_log.write_sampled(version, values, prediction.predictions, prediction.scores,
+                                             prediction.labels, self.sample, request_ids=ids, segments=segments)
         if publish:
             self.publish_metrics()
-        return 200, {"version": version, "score": score, "label": label}, applied.generation
+        answer = model.answer(batch, prediction)
+        if batch.legacy:
+            answer[feedback_wire.REQUEST_ID_FIELD] = ids[0]
+        else:
+            answer[feedback_wire.REQUEST_IDS_FIELD] = ids
+        return 200, answer, applied.generation
+
+    def handle_pinned(self, body: Any, version: str, authorization: str | None) -> tuple[int, dict, int]:
+        """One request served by ``version`` only (a smoke test of a canary at weight 0):
+        ``(status, answer, generation)``. Needs the admin token (a user must never choose a
+        version the rollout has not given traffic), and the version must be loaded by the
+        applied routing. Not counted in metrics, logs or feedback: it is not user traffic."""
+        self.maybe_refresh()
+        applied = self.applied
+        ok, why = self.authorised(authorization)
+        if not ok:
+            return 401, _error("unauthorised", f"{why}: a pinned request needs the admin token"), 0
+        if applied is None:
+            return 503, _error("unavailable", "no routing applied yet (see GET /admin/routing)"), 0
+        model = applied.models.get(int(version)) if version.isdigit() and len(version) < 12 else None
+        if model is None:
+            return 404, _error("unknown_version", f"version {version[:12]!r} is not loaded here"), applied.generation
+        try:
+            batch = payload.parse(body)
+            prediction = model.predict(model.inputs(batch), batch)
+        except InputError as exc:
+            return 400, _error("input", str(exc)), applied.generation
+        except Exception as exc:  # noqa: BLE001 - the smoke test's answer, not a crash of the worker
+            return 500, _error("predict", f"version {version} failed to predict: {exc.__class__.__name__}"), \
+                applied.generation
+        return 200, model.answer(batch, prediction), applied.generation
+
+    def _segments(self, batch) -> list | None:
+        """The segment column's value per row (None without one configured or sent)."""
+        if self.segment_column is None or batch.columns is None:
+            return None
+        raw = batch.columns.get(self.segment_column)
+        return None if raw is None else [segment_value(x) for x in raw]
+
+    def _journal(self, version: int, ids: list[str], prediction, segments: list | None) -> None:
+        try:
+            self.journal.record(version, ids, prediction.scores, prediction.predictions, prediction.classes(),
+                                segments)
+        except OSError as exc:  # a full disk must not fail predictions; labels for these go unknown
+            now = time.monotonic()
+            if now - self._journal_failed_at > 60:
+                self._journal_failed_at = now
+                log.error("request journal not written (labels for these requests will be unknown): %s", exc)
 
     def _failed_request(self, v: str, kind: str, status: int, message: str, t0: float, generation: int,
                         publish: bool):
@@ -379,14 +485,37 @@ class Worker:
     # -- admin --------------------------------------------------------------------------
 
     def authorised(self, authorization: str | None) -> tuple[bool, str]:
+        """``(True, "")`` for ``Bearer <the admin token>``, else ``(False, why)``.
+
+        Compares digests of equal length in constant time, so neither the token's content
+        nor its length shows in the time a refusal takes.
+        """
         if not self._admin_token:
             return False, "admin writes are refused: no admin token is configured (PROMOTION_ADMIN_TOKEN)"
-        given = (authorization or "").strip()
-        if not given.lower().startswith("bearer "):
-            return False, "missing bearer token"
-        if not hmac.compare_digest(given[7:].strip().encode(), self._admin_token.encode()):
-            return False, "invalid token"
-        return True, ""
+        return _bearer(self._admin_token, authorization)
+
+    def feedback_authorised(self, authorization: str | None) -> tuple[bool, str]:
+        """``(True, "")`` for ``Bearer <the feedback token>`` (``PROMOTION_FEEDBACK_TOKEN``;
+        the admin token when none is set), else ``(False, why)``. With a feedback token set,
+        the admin token is refused: a labelling job needs no power over routing, nor the
+        reverse."""
+        token = self._feedback_token or self._admin_token
+        if not token:
+            return False, (f"feedback is refused: no token is configured ({feedback_wire.FEEDBACK_TOKEN_ENV} "
+                           "or PROMOTION_ADMIN_TOKEN)")
+        return _bearer(token, authorization)
+
+    def handle_feedback(self, raw: bytes) -> tuple[int, dict]:
+        """``POST /feedback`` after the token and size checks: join and count a batch."""
+        if self.feedback is None:
+            return 503, _error("disabled", f"feedback is disabled ({feedback_wire.REQUEST_INDEX_SIZE_ENV}=0)")
+        items = feedback.parse(raw)
+        if isinstance(items, tuple):
+            return items
+        try:
+            return 200, self.feedback.handle(items)
+        except OSError as exc:
+            return 503, _error("feedback_state", f"{self.state_dir / 'feedback'}: {exc.strerror or exc}")
 
     def handle_set_routing(self, raw: bytes, authorization: str | None,
                            inline: bool = False) -> tuple[int, dict] | None:
@@ -403,6 +532,9 @@ class Worker:
         try:
             body = json.loads(raw or b"null")
             state = routing.parse_request(body, model=self.model_name)
+            base = routing.based_on(body)
+        except RecursionError:
+            return 400, _error("input", "body: not valid JSON (nested too deeply)")
         except ValueError as exc:  # JSONDecodeError and RoutingInputError
             msg = str(exc) if isinstance(exc, RoutingInputError) else f"body: not valid JSON ({exc})"
             return 400, _error("input", msg)
@@ -414,9 +546,16 @@ class Worker:
             error = self._load_for_admin(needed)
             if error is not None:
                 return error
+        try:
+            saved = routing.commit(self.state_dir, state, floor=self.applied_floor, base=base)
+        except StaleGeneration as exc:
+            return 409, _error("generation", str(exc))
+        except RoutingFileError as exc:
+            return 503, _error("routing_file", str(exc))
+        except OSError as exc:  # the state folder itself: full disk, permissions
+            return 503, _error("routing_file", f"{self.path}: cannot be written ({exc.strerror or exc})")
         if any(str(v) in routing.load_refused(self.state_dir) for v in needed):
             routing.record_refused(self.state_dir, {}, accepted=needed)
-        saved = routing.commit(self.state_dir, state)
         # inline: a generation committed meanwhile by another worker may need a model
         # loaded; the watcher thread does that, never the event loop
         self.refresh(allow_load=not inline)
@@ -424,8 +563,6 @@ class Worker:
 
     def _load_for_admin(self, needed: dict[int, str]) -> tuple[int, dict] | None:
         """Check that every version exists, then fetch, verify and load it; an error answer or None."""
-        from promotion.errors import RegistryError
-
         for v, d in sorted(needed.items()):
             if v in self.loaded and self.loaded[v].digest == d:
                 continue  # loaded, hence known and verified
@@ -445,15 +582,39 @@ class Worker:
             return 503, _error("load", str(exc))
         return None
 
+    def applied_floor(self) -> int:
+        """The highest generation this worker or any live one applies: a new one must be above it."""
+        generations = [self.applied.generation if self.applied else 0]
+        for beat in heartbeats.live(self.state_dir):
+            g = beat.get("generation")
+            if isinstance(g, int) and not isinstance(g, bool) and 0 <= g <= routing.MAX_GENERATION:
+                generations.append(g)
+        return max(generations)
+
     def routing_view(self) -> dict[str, Any]:
-        """The persisted routing plus what every live worker applies and has loaded."""
+        """The persisted routing plus what every live worker applies and has loaded
+        (RoutingFileError when ``routing.json`` cannot be read)."""
         state = routing.load(self.state_dir)
         view = state.to_json() if state else {"generation": 0, "model": self.model_name, "routes": {},
                                               "digests": {}, "shadow": None, "updated_at": None}
+        view.update(self._workers_view())
+        return view
+
+    def handle_get_routing(self) -> tuple[int, dict]:
+        """``GET /admin/routing``: 200 with :meth:`routing_view`, or 503 naming an unreadable file
+        (with what the workers apply, which they keep serving)."""
+        try:
+            return 200, self.routing_view()
+        except RoutingFileError as exc:
+            body = _error("routing_file", f"{exc}; the workers keep serving the routing they applied, "
+                                          "and an authenticated POST replaces the file")
+            body.update(self._workers_view())
+            return 503, body
+
+    def _workers_view(self) -> dict[str, Any]:
         workers = heartbeats.live(self.state_dir)
         refused = routing.load_refused(self.state_dir)
         for beat in workers:
-            refused.update(beat.pop("refused", {}) or {})
-        view["workers"] = workers
-        view["refused"] = refused
-        return view
+            extra = beat.pop("refused", {})
+            refused.update({str(k): str(v) for k, v in extra.items()} if isinstance(extra, dict) else {})
+        return {"workers": workers, "refused": refused}

@@ -75,7 +75,10 @@ def test_observed_split_matches_weights_on_every_worker(svc, fr):
     workers = {r.headers["X-Promotion-Worker"] for r in responses}
     assert len(workers) == 2, "both workers should serve"
     body = responses[0].json()
-    assert set(body) == {"version", "score", "label"} and 0.0 <= body["score"] <= 1.0
+    assert set(body) == {"version", "score", "label", "request_id"} and 0.0 <= body["score"] <= 1.0
+    # the id a label is posted back with (POST /feedback): the same in the header and the body
+    assert body["request_id"] == responses[0].headers["X-Request-Id"]
+    assert len({r.json()["request_id"] for r in responses}) == n
 
 
 def test_routing_key_is_sticky_and_growing_the_canary_only_moves_keys_onto_it(svc, fr):

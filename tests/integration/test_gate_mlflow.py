@@ -357,7 +357,7 @@ def test_promotion_path_requires_a_staging_record(setup, capsys):
     policy.write_text(text)
     code, out, _ = gate(repo, "--only", "promotion_path", capsys=capsys)
     assert code == 1
-    assert rows(out)["promotion_path.staging"][1:] == ["promoted in staging", "BLOCK"]
+    assert rows(out)["promotion_path.staging"][1:] == ["promoted in staging, not rolled back", "BLOCK"]
     assert "v2 has no verified promotion record in staging" in out
 
 

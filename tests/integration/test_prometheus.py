@@ -21,7 +21,10 @@ import pytest
 from promotion.metrics.base import LATENCY_BUCKETS, window
 from promotion.metrics.prometheus import PrometheusProvider
 
+from tests.support.policies import steps_policy
+
 PROMETHEUS = "/usr/bin/prometheus"
+
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which(PROMETHEUS) is None, reason=f"{PROMETHEUS} is not installed (apt-get install prometheus)"),
@@ -149,22 +152,7 @@ def test_a_selector_matching_nothing_is_no_data_not_success(service_metrics, pro
 # -- the real router under `bentoml serve` -----------------------------------------------
 
 TOKEN = "prometheus-test-token"
-POLICY = """apiVersion: promotion/v1
-environment: prod
-gates:
-  lineage: {}
-rollout:
-  strategy: steps
-  steps:
-    - {weight: 10, hold_s: 2, min_requests: 30, max_s: 90}
-    - {weight: 50, hold_s: 2, min_requests: 30, max_s: 90}
-    - {weight: 100, hold_s: 2, min_requests: 30, max_s: 90}
-  interval_s: 1
-slo:
-  error_rate_max: 0.05
-  latency_p95_ms_max: 250
-  min_requests: 30
-"""
+POLICY = steps_policy((10, 50, 100), hold_s=2, min_requests=30, max_s=90, interval_s=1)
 
 
 @pytest.fixture(scope="module")

@@ -22,25 +22,11 @@ from promotion.records import RecordStore
 from promotion.rollout import StateStore
 from promotion.traffic import backend_for
 from tests.conftest import make_repo
+from tests.support.policies import steps_policy
 
 pytestmark = pytest.mark.integration
 TOKEN = "rollout-test-token"
-FAST_POLICY = """apiVersion: promotion/v1
-environment: prod
-gates:
-  lineage: {}
-rollout:
-  strategy: steps
-  steps:
-    - {weight: 5, hold_s: 1, min_requests: 20, max_s: 60}
-    - {weight: 25, hold_s: 1, min_requests: 20, max_s: 60}
-    - {weight: 100, hold_s: 1, min_requests: 20, max_s: 60}
-  interval_s: 0.5
-slo:
-  error_rate_max: 0.05
-  latency_p95_ms_max: 100
-  min_requests: 20
-"""
+FAST_POLICY = steps_policy(latency_p95_ms_max=100)
 
 
 class World:
@@ -89,7 +75,9 @@ def world(tmp_path_factory):
     env_file = repo / "environments" / "prod.yaml"
     env_file.write_text(env_file.read_text().replace("127.0.0.1:3000", f"127.0.0.1:{port}"))
     (repo / "policies" / "prod.yaml").write_text(FAST_POLICY)
-    Git(repo).commit("point prod at the test service", ["environments/prod.yaml", "policies/prod.yaml"])
+    # part of the repository's initial state (the audit's baseline), not a later hand edit of serving
+    Git(repo)("add", "environments/prod.yaml", "policies/prod.yaml")
+    Git(repo)("commit", "-q", "--amend", "--no-edit")
     frame = data.generate(4000, seed=11)
     rows = frame[list(data.FEATURES)].to_dict("records")
     for i, row in enumerate(rows):
@@ -237,3 +225,34 @@ def test_rollback_during_a_rollout_stops_it_and_the_audit_explains_everything(wo
     assert Project(world.repo).environment("prod").model.version == current_target
     # every change of the environment file in this repository is explained by a signed record
     assert main(["--root", str(world.repo), "audit", "prod"]) == 0
+
+
+def test_a_merge_that_skipped_the_gates_is_rejected_with_a_record_and_no_traffic_moved(world):
+    """A writer pushes a version the gates block straight to main (no pull request, no gate
+    run). The rollout re-judges with main's policy before any traffic moves: it rejects,
+    reverts the environment file and signs the rejection; the version never serves."""
+    from tests.support.fraud_versions import register_tiny
+
+    current = Project(world.repo).environment("prod").model.version
+    version = register_tiny(world.registry).version
+    world.registry.set_tag("fraud-detector", version, "code_commit", "")  # the lineage gate blocks it
+    events = StateStore(world.repo, "prod").events_path
+    mark = events.stat().st_size
+    world.propose(version)
+    assert world.rollout() == 1
+    seen = [json.loads(line) for line in events.read_text()[mark:].splitlines() if line.strip()]
+    assert [e for e in seen if e["event"] == "routing"] == [], "not one routing change"
+    assert world.routes() == {current: 100.0}
+    assert world.load.totals()["served"].get(str(version), 0) == 0
+    assert Project(world.repo).environment("prod").model.version == current
+    assert world.registry.alias("fraud-detector", "prod") == current
+    record = RecordStore(world.repo, "prod").latest()
+    assert record.action == "reject" and record.version == current
+    assert record.predicate["replaced_version"] == version
+    assert "gates block at rollout time" in record.predicate["reason"] and "code_commit" in record.predicate["reason"]
+    assert main(["--root", str(world.repo), "verify", str(record.path)]) == 0
+    assert world.log()[0].startswith(f"rollback prod: fraud-detector v{version} -> v{current}: gates block")
+    # the revert leaves nothing to do, and a second run signs nothing more
+    before = len(RecordStore(world.repo, "prod").records())
+    assert world.rollout() == 0
+    assert len(RecordStore(world.repo, "prod").records()) == before

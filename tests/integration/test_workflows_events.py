@@ -23,6 +23,7 @@ fraud-detector v1 runs in prod and v2 has been promoted to staging.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from tests.support.router import serving
 from tests.support.workflow_runner import (
     WorkflowRunner, install_venv_shim, pull_request_payload, pull_request_review_payload,
     push_payload, workflow_dispatch_payload)
-from tests.unit.workflows.conftest import WORKFLOWS, git, make_repo
+from tests.unit.workflows.conftest import WORKFLOWS, git, make_repo  # noqa: F401 (WORKFLOWS: the attack test)
 
 pytestmark = pytest.mark.integration
 
@@ -150,8 +151,11 @@ def world(template, tmp_path, monkeypatch):
                 WORKFLOWS / name, repo=repo, workdir=tmp_path / "runs" / name, repository=gh.full_name,
                 api_url=gh.url, token=gh.token, server_url=tmp_path.as_uri(),
                 secrets={"PROMOTION_ADMIN_TOKEN": TOKEN, "PROMOTION_BOT_TOKEN": "bot-token"},
-                vars={"MLFLOW_TRACKING_URI": reg.uri}, base_env={"PROMOTION_STATE": str(state)},
-                force_env={"PROMOTION_SIGNER": "local"}, on_checkout=install_venv_shim)
+                vars={"MLFLOW_TRACKING_URI": reg.uri},
+                # the workflows keep state in the runner's temp directory; here it is the
+                # world's state folder (outside the checkout), which holds the signing key
+                force_env={"PROMOTION_SIGNER": "local", "PROMOTION_STATE": str(state)},
+                on_checkout=install_venv_shim)
 
         yield repo, reg, gh, runner, v1, v2
 
@@ -196,7 +200,8 @@ def test_pull_request_gets_a_verdict_comment_and_summary(world):
 
     # calls: tool/.venv/bin/promotion --root pr gate prod   (GITHUB_EVENT_PATH -> PR 7)
     run = runner("gates.yml").run("pull_request", payload, sha=merge, ref="refs/pull/7/merge")
-    assert run.jobs["changes"].outputs == {"environments": '["prod"]'}
+    assert run.jobs["changes"].outputs == {"environments": '["prod"]', "governance": "false"}
+    assert run.jobs["governance"].conclusion == "success", run.jobs["governance"].output
     gate = run.jobs["gate (prod)"]
     assert gate.conclusion == "failure" and gate.step("Gate").returncode == 1, gate.output
     assert run.jobs["gates"].conclusion == "failure"
@@ -244,6 +249,72 @@ def test_a_review_flips_the_verdict(world):
     assert "PASS" in comments[0]["body"] and "BLOCKED" not in comments[0]["body"]
 
 
+def test_a_pull_request_naming_its_own_registry_is_judged_with_the_base_registry(world, tmp_path):
+    """Reproduction: the PR's registry.tracking_uri won over the workflow's $MLFLOW_TRACKING_URI,
+    and the workflow sent MLFLOW_TRACKING_TOKEN to the host the PR named."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    repo, reg, gh, runner, v1, v2 = world
+    received = []
+
+    class Attacker(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            received.append((self.path, self.headers.get("Authorization")))
+            self.send_response(404)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        do_POST = do_GET
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = git(repo, "rev-parse", "HEAD")
+        git(repo, "checkout", "-q", "-b", "promote/prod-v2")
+        set_version(repo, "prod", v2)
+        path = repo / "environments" / "prod.yaml"
+        path.write_text(path.read_text().replace(
+            "\nserving:", f"\nregistry:\n  tracking_uri: http://127.0.0.1:{server.server_port}\n\nserving:"))
+        git(repo, "commit", "-q", "-am", "promote prod to v2 (and use my registry)")
+        head = git(repo, "rev-parse", "HEAD")
+        git(repo, "checkout", "-q", "main")
+        git(repo, "merge", "-q", "--no-ff", "--no-edit", "promote/prod-v2")
+        merge = git(repo, "rev-parse", "HEAD")
+        git(repo, "reset", "-q", "--hard", base)
+        gh.add_pull(7, author="alice", head_sha=head)
+        gh.add_review(7, "bob", "APPROVED", commit_id=head)
+        gh.add_review(7, "carol", "APPROVED", commit_id=head)
+        payload = pull_request_payload(repository=gh.full_name, number=7, base_sha=base, head_sha=head, author="alice")
+        wf = WorkflowRunner(
+            WORKFLOWS / "gates.yml", repo=repo, workdir=tmp_path / "runs" / "attack", repository=gh.full_name,
+            api_url=gh.url, token=gh.token, server_url=tmp_path.as_uri(),
+            secrets={"MLFLOW_TRACKING_TOKEN": "mlflow-secret"}, vars={"MLFLOW_TRACKING_URI": reg.uri},
+            force_env={"PROMOTION_SIGNER": "local"}, on_checkout=install_venv_shim)
+
+        run = wf.run("pull_request", payload, sha=merge, ref="refs/pull/7/merge")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert received == [], "the pull request's registry host was contacted"
+    gate = run.jobs["gate (prod)"]
+    rows = gate_rows(gate.summary)
+    # judged for real with the workflow's registry: the metrics and lineage of v2 are there
+    for name in ("metrics.f1 vs champion", "lineage.digest", "drift.psi", "promotion_path.staging"):
+        assert "PASS" in rows[name], gate.summary
+    assert "PASS" in rows["approvals"], rows["approvals"]
+    assert [name for name, line in rows.items() if "PASS" not in line] == ["governance"], gate.summary
+    assert "environments/prod.yaml registry" in rows["governance"] and "split it" in rows["governance"]
+    assert run.jobs["changes"].outputs == {"environments": '["prod"]', "governance": "true"}
+    assert run.jobs["governance"].conclusion == "failure"
+    assert run.jobs["gates"].conclusion == "failure"
+
+
 def test_push_rolls_out_and_commits_a_record(world, tmp_path):
     from promotion.records import RecordStore
 
@@ -269,7 +340,8 @@ def test_push_rolls_out_and_commits_a_record(world, tmp_path):
             "push", push_payload(repository=gh.full_name, before=before, after=merge, commits=[commit]),
             sha=merge, ref="refs/heads/main")
 
-        assert run.jobs["changes"].outputs == {"environments": '["prod"]'}
+        assert run.jobs["changes"].outputs == {"environments": '["prod"]',
+                                               "targets": '[{"target": "prod", "environment": "prod"}]'}
         job = run.jobs["rollout (prod)"]
         assert job.environment == "prod"
         assert job.step("Roll out").returncode == 0, job.output
@@ -330,3 +402,89 @@ def test_workflow_dispatch_rolls_back(world, tmp_path):
     assert latest.action == "rollback" and latest.version == v1.version
     assert latest.predicate["reason"] == reason, "the reason is recorded verbatim"
     assert reg.alias(MODEL, "prod") == v1.version
+
+
+def test_a_push_promoting_two_models_rolls_each_out_with_its_own_record_and_deployment(world, tmp_path):
+    """prod promotes two models (environments/prod/<model>.yaml, each with its own router,
+    policy, records and alias); one merged pull request moves both: the rollout workflow
+    runs one job per model, in the GitHub environment prod, and each leaves its own
+    record, deployment and bot commit."""
+    from promotion.records import RecordStore, write_record
+    from services.fraud import train
+    from tests.support.fraud_versions import register_tiny
+
+    repo, reg, gh, runner, v1, v2 = world
+    eu = "fraud-eu"
+    e1, e2 = register_tiny(reg, name=eu), train.register(reg, train.SPECS["v1"], name=eu)
+    # prod: one file per model; fraud-eu has its own policy (no staging step for it)
+    (repo / "environments" / "prod").mkdir()
+    git(repo, "mv", "environments/prod.yaml", f"environments/prod/{MODEL}.yaml")
+    text = (repo / "environments" / "prod" / f"{MODEL}.yaml").read_text()
+    (repo / "environments" / "prod" / f"{eu}.yaml").write_text(
+        text.replace(f"name: {MODEL}", f"name: {eu}").replace("policy: policies/prod.yaml", f"policy: policies/prod/{eu}.yaml"))
+    (repo / "policies" / "prod").mkdir()
+    policy = (repo / "policies" / "prod.yaml").read_text()
+    (repo / "policies" / "prod" / f"{eu}.yaml").write_text(
+        policy.replace("promotion_path:\n  requires_record_from: staging", "promotion_path:\n  requires_record_from: null")
+        .replace("promotion_path:\n  requires_record_from: null", "promotion_path: {}"))
+    set_version(repo, f"prod/{eu}", e1)
+    reg.set_alias(eu, "prod", e1.version)
+    for name, mv in ((MODEL, v1), (eu, e1)):
+        write_record(repo, f"prod/{name}", action="promote", model=name, version=mv.version, digest=mv.digest,
+                     from_env=None, to_env=f"prod/{name}", checks=[], approvers=[], steps=[], rollback_target=None,
+                     data_snapshot=mv.tags.get("data_snapshot"), code_commit=mv.tags.get("code_commit"),
+                     policy_digest=None, source_commit=None)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "prod: one file per model, fraud-eu v1 runs")
+
+    with serving(repo, f"prod/{MODEL}", reg, token=TOKEN, traffic=100, workers=1, state_dir=tmp_path / "r1") as r1, \
+            serving(repo, f"prod/{eu}", reg, token=TOKEN, traffic=100, workers=1, state_dir=tmp_path / "r2") as r2:
+        base = git(repo, "rev-parse", "HEAD")
+        git(repo, "checkout", "-q", "-b", "promote/prod-both")
+        set_version(repo, f"prod/{MODEL}", v2)
+        set_version(repo, f"prod/{eu}", e2)
+        git(repo, "commit", "-q", "-am", "promote fraud-detector and fraud-eu in prod")
+        head = git(repo, "rev-parse", "HEAD")
+        git(repo, "checkout", "-q", "main")
+        git(repo, "merge", "-q", "--no-ff", "--no-edit", "promote/prod-both")
+        merge = git(repo, "rev-parse", "HEAD")
+        bare = remote(tmp_path, repo)
+        gh.add_pull(8, author="alice", head_sha=head)
+        for login in ("bob", "carol"):
+            gh.add_review(8, login, "APPROVED", commit_id=head)
+        gh.merge(8, merge)
+        commit = {"id": merge, "tree_id": git(repo, "rev-parse", "HEAD^{tree}"), "distinct": True,
+                  "message": "Merge pull request #8 from acme/promote/prod-both", "timestamp": "2026-01-01T00:00:00Z",
+                  "author": {"name": "alice", "email": "alice@example.com", "username": "alice"},
+                  "committer": {"name": "GitHub", "email": "noreply@github.com", "username": "web-flow"},
+                  "added": [], "removed": [], "modified": [f"environments/prod/{MODEL}.yaml", f"environments/prod/{eu}.yaml"]}
+        run = runner("rollout.yml").run(
+            "push", push_payload(repository=gh.full_name, before=base, after=merge, commits=[commit]),
+            sha=merge, ref="refs/heads/main")
+
+        assert run.jobs["changes"].outputs["targets"] == json.dumps(
+            [{"target": f"prod/{MODEL}", "environment": "prod"}, {"target": f"prod/{eu}", "environment": "prod"}])
+        for name in (MODEL, eu):
+            job = run.jobs[f"rollout (prod/{name})"]
+            assert job.environment == "prod"      # prod's protection rules and secrets apply to each
+            assert job.step("Roll out").returncode == 0, job.output
+            assert job.conclusion == "success", job.output
+        assert r1.routes() == {v2.version: 100.0} and r2.routes() == {e2.version: 100.0}
+        assert r1.failed() == 0 and r2.failed() == 0
+
+    assert reg.alias(MODEL, "prod") == v2.version and reg.alias(eu, "prod") == e2.version
+    subjects = git(bare, "log", "--format=%s", f"{merge}..main").splitlines()
+    assert sorted(subjects) == [f"promote prod/{MODEL}: {MODEL} v{v2.version} (was v{v1.version})",
+                                f"promote prod/{eu}: {eu} v{e2.version} (was v{e1.version})"]
+    mirror = tmp_path / "mirror"
+    git(tmp_path, "clone", "-q", str(bare), str(mirror))
+    for name, mv, old in ((MODEL, v2, v1), (eu, e2, e1)):
+        latest = RecordStore(mirror, f"prod/{name}").latest()
+        assert (latest.action, latest.model, latest.version) == ("promote", name, mv.version)
+        assert latest.path.parent == mirror / "environments" / "records" / "prod" / name
+        assert latest.predicate["to_environment"] == f"prod/{name}" and latest.predicate["rollback_target"] == old.version
+        assert sorted(a["login"] for a in latest.predicate["approvers"]) == ["bob", "carol"]
+        deps = [d for d in gh.repo.deployments.values() if d["environment"] == f"prod/{name}"]
+        assert [(d["payload"]["version"], gh.deployment_states(d["id"])) for d in deps] == [
+            (mv.version, ["in_progress", "success"])], deps
+        assert deps[0]["ref"] == merge and deps[0]["payload"]["model"] == name

@@ -3,7 +3,8 @@ what does. ``reconcile.yml``'s run steps are executed by the workflow harness; t
 issue goes to the loopback GitHub fake.
 
 The repository serves prod only (the dev and staging files are removed), so every
-environment reconcile looks at has a live service.
+environment reconcile looks at has a live service; v1 came to prod through a rollout, so
+a signed promote record of it is in the repository.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ TITLE = "Drift in prod: live state differs from git"
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """fraud-detector v1 and v2 (``tiny``) registered; git and the alias say prod runs v1."""
+    from promotion.records import write_record
     from promotion.registry import Registry
     from tests.support.fraud_versions import register_tiny
 
@@ -43,7 +45,11 @@ def template(tmp_path_factory):
         git(repo, "rm", "-q", "environments/dev.yaml", "environments/staging.yaml")
         env_file = repo / "environments" / "prod.yaml"
         env_file.write_text(env_file.read_text().replace("sha256:" + "0" * 64, v1.digest))
-        git(repo, "commit", "-q", "-am", "this team serves prod only; v1 runs there")
+        write_record(repo, "prod", action="promote", model=MODEL, version=v1.version, digest=v1.digest,
+                     from_env="staging", to_env="prod", checks=[], approvers=[], steps=[], rollback_target=None,
+                     data_snapshot=None, code_commit=None, policy_digest=None, source_commit=None, signer="local")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "this team serves prod only; v1 runs there (recorded)")
     finally:
         mp.undo()
     return base, v1, v2
@@ -89,7 +95,11 @@ def test_reconcile_workflow_reports_drift_opens_an_issue_and_converges_when_allo
                    else workflow_dispatch_payload(repository=gh.full_name, inputs={},
                                                   workflow=".github/workflows/reconcile.yml"))
         result = runner.run(event, payload, sha=git(repo, "rev-parse", "HEAD"), ref="refs/heads/main")
-        return result.jobs["reconcile"]
+        assert result.jobs["environments"].outputs == {"environments": '["prod"]',
+                                                       "targets": '[{"target": "prod", "environment": "prod"}]'}
+        job = result.jobs["reconcile (prod)"]
+        assert job.environment == "prod", "the job that can move prod's traffic runs in prod's Environment"
+        return job
 
     with serving(repo, "prod", reg, token=TOKEN) as router:
         assert router.routes() == {v1.version: 100.0}
@@ -101,7 +111,7 @@ def test_reconcile_workflow_reports_drift_opens_an_issue_and_converges_when_allo
 
         # the scheduled run reports, and leaves the fixing to a human
         job = run("schedule")
-        step = job.step("Reconcile every environment")
+        step = job.step("Reconcile the environment")
         assert job.conclusion == "failure" and step.returncode == 1, job.output
         assert f"| prod | {MODEL} v{v1.version} | v{v2.version} at 100% | {v1.version} | drift |" in job.summary
         assert f"git wants {v1.version}" in job.summary
@@ -112,12 +122,27 @@ def test_reconcile_workflow_reports_drift_opens_an_issue_and_converges_when_allo
 
         # the team allows converging prod: traffic goes back to what git says
         job = run("workflow_dispatch", converge="prod")
-        assert job.step("Reconcile every environment").returncode == 1, job.output  # there was drift
+        assert job.step("Reconcile the environment").returncode == 1, job.output  # there was drift
         assert "prod: converged" in job.output and "| converged |" in job.summary
         assert router.routes() == {v1.version: 100.0}
         assert reg.alias(MODEL, "prod") == v1.version
         issues = drift_issues(gh)
         assert len(issues) == 1 and "converged" in issues[0]["body"], "the open issue is refreshed, not repeated"
+
+        # a writer pushes v2 straight to main, past the gates: converging must not deploy it
+        env_file = repo / "environments" / "prod.yaml"
+        text = env_file.read_text()
+        env_file.write_text(text.replace(f"version: {v1.version}", f"version: {v2.version}")
+                            .replace(v1.digest, v2.digest))
+        git(repo, "commit", "-q", "-am", "prod: v2 (no pull request)")
+        job = run("workflow_dispatch", converge="prod")
+        assert job.conclusion == "failure" and "prod: rollout_pending" in job.output, job.output
+        assert f"rollout pending: environments/prod.yaml names v{v2.version}" in job.output
+        assert "| rollout_pending |" in job.summary and "converged" not in job.output.split("rollout_pending")[1]
+        assert router.routes() == {v1.version: 100.0}, "no traffic to a version no record put in prod"
+        assert reg.alias(MODEL, "prod") == v1.version
+        assert "rollout pending" in drift_issues(gh)[0]["body"]
+        git(repo, "revert", "--no-edit", "HEAD")
 
         # in sync: the check passes and the issue closes itself
         job = run("schedule")

@@ -34,6 +34,7 @@ def register_extra_feature(registry, name: str = "fraud-detector", extra: str = 
     import xgboost as xgb
 
     from promotion._internal.digest import tree_digest
+    from promotion.registration import mlflow_at
     from promotion.registry import EXPERIMENT, _translated
     from services.fraud import data
 
@@ -44,9 +45,7 @@ def register_extra_feature(registry, name: str = "fraud-detector", extra: str = 
     model = xgb.XGBClassifier(n_estimators=20, max_depth=3, learning_rate=0.3, tree_method="hist",
                               n_jobs=2, random_state=0)
     model.fit(frame[features], frame[data.LABEL])
-    with _translated(f"register model {name}"):
-        mlflow.set_tracking_uri(registry.uri)
-        mlflow.set_registry_uri(registry.uri)
+    with _translated(f"register model {name}"), mlflow_at(registry):
         exp = mlflow.get_experiment_by_name(EXPERIMENT)
         exp_id = exp.experiment_id if exp else mlflow.create_experiment(EXPERIMENT, artifact_location=registry.artifact_root)
         with mlflow.start_run(experiment_id=exp_id, run_name=f"{name}-extra-feature"):

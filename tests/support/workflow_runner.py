@@ -22,7 +22,9 @@ steps; ``needs`` ordering, job outputs and matrices.
 
 What is simulated: ``actions/checkout`` clones ``repo`` at ``with.ref`` (default the
 event's sha) into ``with.path``; ``actions/setup-python`` does nothing (this interpreter
-is the Python). ``on_checkout`` lets a test prepare a checkout, e.g. with
+is the Python); ``actions/create-github-app-token`` fails, as the action does, without an
+app id (``client-id`` or ``app-id``) or ``private-key``, and otherwise outputs the test's
+``app_token`` as ``token``. ``on_checkout`` lets a test prepare a checkout, e.g. with
 :func:`install_venv_shim` so that ``make install`` finds the package already installed.
 Any other action raises, so a new action cannot slip past the tests unsimulated.
 
@@ -397,6 +399,7 @@ class WorkflowRunner:
         on_checkout: Callable[[Path], None] | None = None,
         actor: str = "octocat",
         timeout: float = 600,
+        app_token: str | None = None,
     ) -> None:
         self.path = Path(workflow)
         self.workflow = yaml.safe_load(self.path.read_text())
@@ -415,6 +418,7 @@ class WorkflowRunner:
         self.on_checkout = on_checkout
         self.actor = actor
         self.timeout = timeout
+        self.app_token = app_token
 
     # -- public ------------------------------------------------------------------------
 
@@ -547,8 +551,21 @@ class WorkflowRunner:
         axes = {k: v for k, v in matrix.items() if k not in ("include", "exclude")}
         if any(not isinstance(v, list) for v in axes.values()):
             raise ValueError(f"matrix axes must be lists: {axes!r}")
-        combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
-        return combos
+        combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else []
+        # GitHub's `include`: an entry extends every combination whose axis values it does not
+        # overwrite, and becomes a combination of its own when it extends none
+        include = matrix.get("include") or []
+        if not isinstance(include, list) or any(not isinstance(e, dict) for e in include):
+            raise ValueError(f"matrix include must be a list of mappings: {include!r}")
+        for entry in include:
+            extended = False
+            for combo in combos[:len(combos)] if axes else ():
+                if all(combo.get(k, v) == v for k, v in entry.items() if k in axes):
+                    combo.update({k: v for k, v in entry.items() if k not in axes})
+                    extended = True
+            if not extended:
+                combos.append(dict(entry))
+        return combos or [{}]
 
     def _run_one(self, job_id: str, name: str, job: dict, ctx: dict) -> JobResult:
         event_name, payload, sha, ref, inputs = self._event
@@ -580,8 +597,10 @@ class WorkflowRunner:
         (temp / "home").mkdir()
         contract.update(self.base_env)
         env_ctx: dict[str, str] = {}
+        # GitHub evaluates workflow and job env before a runner is assigned: no `runner` context there
+        no_runner = {k: v for k, v in ctx.items() if k != "runner"}
         for scope in (self.workflow.get("env"), job.get("env")):
-            env_ctx.update({k: _fmt(v) for k, v in render(scope or {}, {**ctx, "env": env_ctx}).items()})
+            env_ctx.update({k: _fmt(v) for k, v in render(scope or {}, {**no_runner, "env": env_ctx}).items()})
         persisted: dict[str, str] = {}   # GITHUB_ENV across steps
         extra_path: list[str] = []       # GITHUB_PATH across steps
         steps_ctx: dict[str, dict] = {}
@@ -650,6 +669,16 @@ class WorkflowRunner:
             return StepResult(label, "success", 0, f"checked out {ref} into {dest}\n")
         if action == "actions/setup-python":
             return StepResult(label, "success", 0, f"python {with_.get('python-version')} (simulated)\n")
+        if action == "actions/create-github-app-token":
+            if not (with_.get("client-id") or with_.get("app-id")):
+                return StepResult(label, "failure", 1, "", "The 'client-id' (or deprecated 'app-id') input must be set "
+                                                           "to a non-empty string.\n")
+            if not with_.get("private-key"):
+                return StepResult(label, "failure", 1, "", "Input required and not supplied: private-key\n")
+            if self.app_token is None:
+                raise ValueError("the workflow creates a GitHub App token: pass app_token= to WorkflowRunner")
+            return StepResult(label, "success", 0, "GitHub App installation token created (simulated)\n",
+                              outputs={"token": self.app_token, "installation-id": "4242", "app-slug": "promotion"})
         raise NotImplementedError(f"the harness does not simulate {step['uses']}")
 
 

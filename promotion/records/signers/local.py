@@ -47,8 +47,8 @@ class LocalSigner:
 def verify(document: dict, trust, display: str) -> SignatureCheck:
     """Check a DSSE envelope's signature against the trust file's keys.
 
-    The caller checks that the record's time lies in the key's validity period
-    (``check.trusted_key.valid_at``), since that time is inside the signed payload.
+    The caller checks that the key could sign this record (:mod:`promotion.records.validity`:
+    from when git received it, never from a time inside the signed payload).
     """
     from cryptography.exceptions import InvalidSignature
 

@@ -33,11 +33,11 @@ def server(answer, *, scraped=(NOW - 0.4,)):
 
 def answer_contract(path, params):
     q = params.get("query", "")
-    if q.startswith("sum by (version) (promotion_requests_total"):
+    if q.startswith("sum by (version, job, instance) (promotion_requests_total"):
         return 200, "application/json", vector(({"version": "6"}, 1000), ({"version": "7"}, 50))
-    if q.startswith("sum by (version, kind) (promotion_request_errors_total"):
+    if q.startswith("sum by (version, kind, job, instance) (promotion_request_errors_total"):
         return 200, "application/json", vector(({"version": "7", "kind": "predict"}, 3))
-    if q.startswith("sum by (version, le)"):
+    if q.startswith("sum by (version, le, job, instance)"):
         return 200, "application/json", vector(({"version": "7", "le": "0.1"}, 45), ({"version": "7", "le": "+Inf"}, 50))
     return 200, "application/json", vector()
 
@@ -48,8 +48,8 @@ def test_snapshot_sends_the_templates_with_the_selector(loopback):
     queries = [params["query"] for path, params in loopback.requests]
     assert {path for path, _ in loopback.requests} == {"/api/v1/query"}
     assert queries[0] == "time()"
-    assert 'sum by (version) (promotion_requests_total{job="fraud"})' in queries
-    assert 'sum by (version, le) (promotion_request_latency_seconds_bucket{job="fraud"})' in queries
+    assert 'sum by (version, job, instance) (promotion_requests_total{job="fraud"})' in queries
+    assert 'sum by (version, le, job, instance) (promotion_request_latency_seconds_bucket{job="fraud"})' in queries
     assert 'min(timestamp(promotion_requests_total{job="fraud"}))' in queries
     times = {params["time"] for _, params in loopback.requests[1:]}
     assert times == {f"{NOW:.3f}"}  # one evaluation instant, on the server's clock

@@ -37,6 +37,8 @@ def _spki(key) -> bytes:
 class FakeSigstore:
     def __init__(self) -> None:
         self.time = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+        self.entries: dict[str, dict] = {}
+        self.index: dict[str, list[str]] = {}
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
         self.ct_key = ec.generate_private_key(ec.SECP256R1())
         self.log_key = ec.generate_private_key(ec.SECP256R1())
@@ -115,6 +117,12 @@ class FakeSigstore:
         integrated = int(self.time.timestamp())
         set_sig = self.log_key.sign(rfc8785.dumps({"body": _b64(body), "integratedTime": integrated,
                                                    "logID": log_id.hex(), "logIndex": 0}), ec.ECDSA(hashes.SHA256()))
+        # what the log serves: every entry it integrated, by leaf hash and by in-toto subject digest
+        self.entries[leaf.hex()] = {"body": _b64(body), "integratedTime": integrated, "logID": log_id.hex(),
+                                    "logIndex": 0}
+        for subject in json.loads(payload).get("subject", []):
+            digest = "sha256:" + subject["digest"]["sha256"]
+            self.index.setdefault(digest, []).append(leaf.hex())
         return {
             "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
             "verificationMaterial": {
@@ -146,3 +154,50 @@ class FakeSigstoreSigner:
     def sign(self, payload: bytes, payload_type: str) -> dict:
         assert payload_type == IN_TOTO
         return self.fake.sign_dsse(payload, self.identity)
+
+
+class FakeRekor:
+    """The synthetic deployment's transparency log over loopback HTTP, answering the two
+    Rekor calls the audit makes (entry by UUID, search by artifact hash) as Rekor does."""
+
+    def __init__(self, fake: FakeSigstore) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        log = fake
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, code: int, body) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                prefix = "/api/v1/log/entries/"
+                uuid = self.path[len(prefix):] if self.path.startswith(prefix) else ""
+                entry = log.entries.get(uuid[-64:])
+                if entry is None:
+                    self._send(404, {"code": 404, "message": "entry not found"})
+                else:
+                    self._send(200, {uuid: entry})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                if self.path != "/api/v1/index/retrieve":
+                    self._send(404, {"code": 404, "message": "not found"})
+                    return
+                self._send(200, list(log.index.get(body.get("hash", ""), [])))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

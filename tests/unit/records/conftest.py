@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 DIGEST = "sha256:" + "ab" * 32
@@ -15,3 +17,15 @@ def repo(tmp_path, monkeypatch):
                  "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY"):
         monkeypatch.delenv(name, raising=False)
     return root
+
+
+@pytest.fixture
+def git_repo(repo):
+    """``repo`` as a git repository with one commit (an environment file for prod)."""
+    from _records_helpers import commit, set_env
+
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    subprocess.run(["git", "config", "commit.gpgsign", "false"], cwd=repo, check=True)
+    set_env(repo, 1)
+    commit(repo, "initial")
+    return repo

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from _records_helpers import record
+from _records_helpers import commit, merged, record
 
 from promotion.cli import main
 
@@ -35,17 +35,23 @@ def test_verify_single_file_and_missing_file(repo, capsys, monkeypatch):
     assert code == 2 and "no such record file" in err
 
 
-def test_keys_create_rotate_list(repo, capsys):
+def test_keys_create_rotate_list(git_repo, capsys):
+    repo = git_repo
     code, out, _ = run(repo, capsys, "keys", "create")
     assert code == 0 and "created signing key" in out and "environments/trust.yaml" in out
     code, out, _ = run(repo, capsys, "keys", "create")
     assert code == 0 and "already listed" in out
     old = record(repo, 3)
+    code, _, err = run(repo, capsys, "keys", "rotate")
+    assert code == 2 and "000001-promote-v3.json: record not committed; commit records before rotating" in err
+    commit(repo, "record v3")
     code, out, _ = run(repo, capsys, "keys", "rotate")
-    assert code == 0 and "retired key" in out
+    assert code == 0 and "retired key" in out and "private key is destroyed" in out
     from promotion.records.keys import private_key_path
 
     assert oct(private_key_path(repo).stat().st_mode & 0o777) == "0o600"  # the new key too
+    assert [p.name for p in private_key_path(repo).parent.iterdir()] == ["signing.key"]
+    merged(repo, "rotate the signing key")  # a new signer is trusted through a pull request
     record(repo, 4)
     code, out, _ = run(repo, capsys, "keys", "list", "--json")
     listed = json.loads(out)["keys"]

@@ -4,7 +4,7 @@ import base64
 import json
 
 import pytest
-from _records_helpers import record
+from _records_helpers import commit, forge, merged, record
 
 from promotion.errors import RecordError, VerificationError
 from promotion.records import RecordStore, Trust, record_related_paths, verify_record, write_record
@@ -93,13 +93,16 @@ def test_swapped_chain_order_is_caught(repo):
         RecordStore(repo, "prod").records()
 
 
-def test_rotation_keeps_old_records_valid_and_retired_key_cannot_sign(repo):
+def test_rotation_keeps_old_records_valid_and_retired_key_cannot_sign(git_repo):
     from promotion.records import keys
 
+    repo = git_repo
     old = record(repo, 3)
+    commit(repo, "record v3")
     old_signer, _, _ = keys.load_signing_key(repo, create=False)
     retired, new_signer, written = keys.rotate(repo)
     assert retired == [old_signer.public_key.keyid]
+    merged(repo, "rotate the signing key")  # a new signer is trusted through a pull request
     new = record(repo, 4)
     store = RecordStore(repo, "prod")
     assert [r.signer for r in store.records()] == [f"key:{old_signer.public_key.keyid}", f"key:{new_signer.public_key.keyid}"]
@@ -110,24 +113,19 @@ def test_rotation_keeps_old_records_valid_and_retired_key_cannot_sign(repo):
         record(repo, 5, signer=LocalSigner(old_signer))
 
 
-def test_record_signed_after_retirement_is_rejected(repo):
+def test_uncommitted_record_by_a_retired_key_is_rejected_whatever_its_date(git_repo):
+    """Not committed yet: judged by the work tree's trust file, where the key is retired.
+    The forged record is dated before the retirement; the date does not matter."""
     from promotion.records import keys
-    from promotion.records.signers.local import LocalSigner
-    from promotion.records.statement import PAYLOAD_TYPE, build_statement, encode
-    from promotion.records.store import dumps
 
-    record(repo, 3)
-    old_signer, _, _ = keys.load_signing_key(repo, create=False)
+    repo = git_repo
+    first = record(repo, 3)
+    commit(repo, "record v3")
+    pem = keys.private_key_path(repo).read_bytes()
     keys.rotate(repo)
-    # forge a record with the retired key, dated after its retirement
-    statement = build_statement(sequence=1, action="promote", model="m", version=1, digest="sha256:" + "1" * 64,
-                                from_env=None, to_env="staging", checks=[], approvers=[], steps=[],
-                                rollback_target=None, replaced_version=None, data_snapshot=None, code_commit=None,
-                                policy_digest=None, source_commit=None, reason=None, evidence=None, previous=None)
-    path = repo / "environments/records/staging/000001-promote-v1.json"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(dumps(LocalSigner(old_signer).sign(encode(statement), PAYLOAD_TYPE)))
-    with pytest.raises(VerificationError, match=r"staging/000001-promote-v1.json: signed by key .* after the key was retired"):
+    path = forge(repo, pem, 4, recorded_at=verify_record(first, repo).recorded_at)
+    with pytest.raises(VerificationError, match=r"prod/000002-promote-v4.json: signed by key .* which "
+                                                r"environments/trust.yaml in the work tree marks retired"):
         verify_record(path, repo)
 
 

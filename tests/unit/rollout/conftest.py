@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from promotion.metrics.base import LATENCY_BUCKETS, Snapshot, VersionCounters
+from promotion.traffic.base import Applied, Current, Mirror
 
 
 @pytest.fixture(scope="session")
@@ -63,34 +64,59 @@ class Routing:
 
 
 class RouterDouble:
-    """The traffic backend's contract, in memory: records every routing it is given."""
+    """The traffic backend's contract (:class:`promotion.traffic.base.TrafficBackend`), in
+    memory: records every routing it is given. ``set_routing`` is the router-style call
+    the contract's ``set_weights`` goes through (tests override it to refuse a change)."""
+
+    kind = "double"
+    apply_timeout_s = 5.0
 
     def __init__(self) -> None:
-        self.current = Routing(0, {}, {})
+        self.live = Routing(0, {}, {})
         self.history: list[dict] = []
         self.shadows: list[dict | None] = []  # the shadow of each routing in history
+        self.prepared: dict[int, str] = {}
 
     def routing(self) -> Routing:
-        return self.current
+        return self.live
 
     def set_routing(self, routes, digests, shadow=None) -> Routing:
         assert abs(sum(routes.values()) - 100) < 1e-9, routes
         assert set(digests) == set(routes) and all(str(d).startswith("sha256:") for d in digests.values())
-        self.current = Routing(self.current.generation + 1, {str(k): float(v) for k, v in routes.items()},
-                               {str(k): v for k, v in digests.items()}, shadow)
-        self.history.append({int(k): v for k, v in self.current.routes.items()})
+        self.live = Routing(self.live.generation + 1, {str(k): float(v) for k, v in routes.items()},
+                            {str(k): v for k, v in digests.items()}, shadow)
+        self.history.append({int(k): v for k, v in self.live.routes.items()})
         self.shadows.append(dict(shadow) if shadow else None)
-        return self.current
+        return self.live
 
-    def wait_applied(self, generation: int, timeout_s: float) -> float:
-        assert generation == self.current.generation
+    # -- the contract ----------------------------------------------------------------------
+
+    def prepare(self, version: int, digest: str) -> None:
+        assert str(digest).startswith("sha256:"), digest
+        self.prepared[int(version)] = digest
+
+    def set_weights(self, weights, mirror=None, *, canary=None, based_on=None) -> Applied:
+        digests = {v: self.prepared[v] for v in weights}  # KeyError: a version never prepared
+        shadow = None if mirror is None else {"version": mirror.version, "percent": mirror.percent,
+                                              "digest": self.prepared[mirror.version]}
+        r = self.set_routing(weights, digests, shadow)
+        return Applied(r.generation, {int(k): v for k, v in r.routes.items()}, mirror, canary)
+
+    def verify(self, applied: Applied, timeout_s: float) -> float:
+        assert applied.generation == self.live.generation
         return 0.002
+
+    def current(self) -> Current:
+        s = self.live.shadow
+        return Current(self.live.generation, {int(k): v for k, v in self.live.routes.items()},
+                       None if not s else Mirror(int(s["version"]), float(s["percent"])),
+                       {int(k): v for k, v in self.live.digests.items()})
 
     def is_online(self) -> bool:
         return True
 
     def weights(self) -> dict[int, float]:
-        return {int(k): v for k, v in self.current.routes.items() if v > 0}
+        return {int(k): v for k, v in self.live.routes.items() if v > 0}
 
 
 class SimulatedService:
@@ -129,7 +155,7 @@ class SimulatedService:
         if not self.online:
             raise MetricsError("scrape http://127.0.0.1:1/metrics failed: connection refused")
         weights = self.router.weights()
-        shadow = self.router.current.shadow
+        shadow = self.router.live.shadow
         if weights:
             versions = list(weights)
             p = np.array([weights[v] for v in versions]) / sum(weights.values())

@@ -191,10 +191,32 @@ def test_only_one_rollout_per_environment(repo, registry):
         ctx.store.release()
 
 
-def test_nothing_to_do_when_alias_already_holds_the_version(repo, registry):
+def _promote_record(repo, version, digest):
+    from promotion.records import record_related_paths, write_record
+
+    path = write_record(repo, "prod", action="promote", model="fraud-detector", version=version, digest=digest,
+                        from_env="staging", to_env="prod", checks=[], approvers=[], steps=[], rollback_target=None,
+                        data_snapshot=None, code_commit=None, policy_digest=None, source_commit=None)
+    Git(repo).commit(f"record prod v{version}", [str(p.relative_to(repo)) for p in record_related_paths(repo, "prod")])
+    return path
+
+
+def test_nothing_to_do_when_alias_and_record_already_hold_the_version(repo, registry):
     ctx, router, _, _ = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
     ctx.registry.set_alias("fraud-detector", "prod", 2)
+    _promote_record(repo, 2, registry[1][2])
     assert start(ctx) is None
+
+
+def test_an_alias_moved_outside_a_rollout_is_refused_not_taken_as_done(repo, registry):
+    """Someone pointed the alias at the desired version without a rollout: "nothing to roll
+    out" would leave an unjudged version unrecorded for good."""
+    ctx, router, _, _ = _setup(repo, registry, {1: HEALTHY, 2: HEALTHY})
+    _promote_record(repo, 1, registry[1][1])
+    ctx.registry.set_alias("fraud-detector", "prod", 2)
+    with pytest.raises(RolloutError, match="no verified record puts v2"):
+        start(ctx)
+    assert router.history == [{1: 100.0}] and ctx.store.load() is None
 
 
 class LaggingProvider:

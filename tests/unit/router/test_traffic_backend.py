@@ -26,9 +26,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _answer(self, status, body):
+        if isinstance(body, dict):
+            return self._send(status, body)
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self):
         srv = self.server
         srv.gets += 1
+        if srv.answer is not None:
+            return self._answer(*srv.answer)
         gen = 2 if srv.gets > 2 else 1
         self._send(200, {"generation": 2, "model": "m", "routes": {"1": 100.0}, "digests": {"1": D},
                          "shadow": None, "refused": {},
@@ -39,7 +51,9 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         srv.posted.append((self.headers.get("Authorization"),
                            json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-        if srv.reject:
+        if srv.answer is not None:
+            self._answer(*srv.answer)
+        elif srv.reject:
             self._send(409, {"error": {"kind": "digest", "message": "digest mismatch: version 1"}})
         else:
             self._send(200, {"generation": 2, "model": "m", "routes": {"1": 100.0}, "digests": {"1": D},
@@ -49,7 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture()
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.gets, srv.posted, srv.reject = 0, [], False
+    srv.gets, srv.posted, srv.reject, srv.answer = 0, [], False, None
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     yield srv
@@ -73,6 +87,44 @@ def test_refusal_is_a_one_line_service_error(server):
     server.reject = True
     with pytest.raises(ServiceError, match="HTTP 409: digest: digest mismatch: version 1"):
         BentoMLRouter(url(server), "tok").set_routing({1: 100}, {1: D})
+
+
+def test_based_on_travels_as_the_bodys_generation(server):
+    BentoMLRouter(url(server), "tok").set_routing({1: 100}, {1: D}, based_on=6)
+    assert server.posted[0][1]["generation"] == 6
+
+
+def _error(kind, message):
+    return {"error": {"kind": kind, "message": message}}
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (409, _error("generation", "routing changed since generation 6: it is at generation 7 now"),
+     r"HTTP 409: generation: routing changed since generation 6: it is at generation 7 now "
+     r"\(routing not changed: someone else changed it meanwhile"),
+    (413, _error("too_large", "body: larger than 65536 bytes"),
+     r"HTTP 413: too_large: body: larger than 65536 bytes \(routing not changed"),
+    (413, "<html><body>\n<h1>413 Request Entity Too Large</h1></body></html>",
+     r"HTTP 413: <html><body> \(routing not changed: the request is larger than the router accepts\)$"),
+    (503, _error("routing_file", "/srv/state/routing.json: is not valid JSON (Expecting value)"),
+     r"HTTP 503: routing_file: /srv/state/routing.json: is not valid JSON \(Expecting value\) "
+     r"\(the router keeps serving what it applied; a routing write \(rollout, rollback\) replaces the file\)"),
+    (401, _error("auth", "invalid token"), r"HTTP 401: auth: invalid token \(check the admin token"),
+])
+def test_refusals_say_what_was_refused_and_that_routing_did_not_change(server, status, body, expected):
+    server.answer = (status, body)
+    with pytest.raises(ServiceError, match=expected) as err:
+        BentoMLRouter(url(server), "tok").set_routing({1: 100}, {1: D})
+    assert "\n" not in str(err.value)
+
+
+def test_get_over_a_corrupt_routing_file_names_the_file(server):
+    server.answer = (503, _error("routing_file", "/srv/state/routing.json: is not valid JSON"))
+    backend = BentoMLRouter(url(server), "tok")
+    with pytest.raises(ServiceError, match="HTTP 503: routing_file: /srv/state/routing.json"):
+        backend.routing()
+    with pytest.raises(ServiceError, match=r"not applied .* \(last answer: .*routing.json: is not valid JSON"):
+        backend.wait_applied(2, timeout_s=0.2)
 
 
 def test_wait_applied_waits_for_every_worker(server):
@@ -100,8 +152,10 @@ def test_no_token_refuses_before_calling(server):
 
 def test_registry_fails_closed_on_unknown_kind(monkeypatch):
     monkeypatch.setenv("X_TOKEN", "t")
-    env = SimpleNamespace(name="prod", endpoint="http://h:1", admin_token=lambda: "t")
+    from promotion.config import Serving
+
+    env = SimpleNamespace(name="prod", endpoint="http://h:1", admin_token=lambda: "t", serving=Serving("bentoml"))
     assert isinstance(backend_for(env), BentoMLRouter)
-    env.serving_kind = "istio"
+    env.serving = Serving("istio")  # a kind no backend registered (the schema refuses it first)
     with pytest.raises(ServiceError, match="unknown traffic backend kind 'istio'"):
         backend_for(env)

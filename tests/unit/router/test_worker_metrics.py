@@ -21,11 +21,12 @@ from prometheus_client import CollectorRegistry
 from services.router import routing
 from services.router import worker as worker_module
 from services.router.metrics import Metrics
+from services.router import models
 from services.router.models import LoadedModel
 from services.router.worker import Worker
 
 FEATURES = ("amount", "hour", "risk")
-ROW = {"amount": 1.0, "hour": 3.0, "risk": 0.2}
+ROW = {"features": {"amount": 1.0, "hour": 3.0, "risk": 0.2}}
 
 
 def _model(version: int) -> LoadedModel:
@@ -34,8 +35,8 @@ def _model(version: int) -> LoadedModel:
     y = (x[:, 0] > 0).astype(int)
     booster = xgboost.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1},
                             xgboost.DMatrix(x, label=y, feature_names=list(FEATURES)), num_boost_round=4)
-    return LoadedModel(version=version, digest="sha256:" + f"{version:02d}" * 32, booster=booster,
-                       threshold=0.5, features=FEATURES)
+    return models.from_native(version, "sha256:" + f"{version:02d}" * 32, booster, FEATURES, "xgboost",
+                              threshold=0.5)
 
 
 def _unreachable_registry():
@@ -81,7 +82,7 @@ def test_every_request_is_counted_and_observed_once_while_publishers_race(served
         rnd = random.Random(seed)
         for i in range(600):
             bad = i % 50 == 0
-            status, body, _ = w.handle_predict({} if bad else ROW, f"user-{rnd.randrange(10**6)}")
+            status, body, _ = w.handle_predict({"features": {}} if bad else ROW, f"user-{rnd.randrange(10**6)}")
             with lock:
                 served_by[(body["version"] if status == 200 else "error", status)] += 1
 
@@ -121,7 +122,7 @@ def test_requests_and_errors_are_counted_as_they_finish(served):
     w, registry = served
     w._next_check = time.monotonic() + 3600.0  # no routing check: nothing is published
     versions = Counter(w.handle_predict(ROW, f"user-{i}")[1]["version"] for i in range(40))
-    status, _, _ = w.handle_predict({}, "user-x")
+    status, _, _ = w.handle_predict({"features": {}}, "user-x")
     assert status == 400
     assert sum(_sample(registry, "promotion_requests_total", version=str(v)) for v in (1, 2)) == 41
     assert sum(_sample(registry, "promotion_request_errors_total", version=str(v)) for v in (1, 2)) == 1

@@ -33,23 +33,60 @@ def test_pull_request_changing_prod_gates_prod(repo, tmp_path):
                                                   jobs=["changes"])
     changes = run.jobs["changes"]
     assert changes.conclusion == "success", changes.output
-    assert changes.outputs == {"environments": '["prod"]'}
+    assert changes.outputs == {"environments": '["prod"]', "governance": "false"}
     assert "`prod`" in changes.summary
 
 
-def test_pull_request_changing_a_policy_gates_the_environments_using_it(repo, tmp_path):
-    merge, _, payload = open_pr(repo, "policies/staging.yaml", "rollout:", "rollout:  # tweak")
+def test_pull_request_changing_a_policy_is_a_governance_change_not_a_promotion(repo, tmp_path):
+    # the policy judges promotions: a change of it is judged by its owners, not by itself
+    merge, _, payload = open_pr(repo, "policies/staging.yaml", "rollout:", "rollout:\n  interval_s: 1\n#")
     run = runner("gates.yml", repo, tmp_path).run("pull_request", payload, sha=merge, ref="refs/pull/7/merge",
                                                   jobs=["changes"])
-    assert run.jobs["changes"].outputs == {"environments": '["staging"]'}
+    assert run.jobs["changes"].outputs == {"environments": "[]", "governance": "true"}
+    assert "`policies/staging.yaml (modified)`" in run.jobs["changes"].summary
 
 
-def test_pull_request_touching_no_environment_passes_the_required_check(repo, tmp_path):
+def test_pull_request_touching_only_the_makefile_fails_the_required_check(repo, tmp_path):
+    """Reproduction: a PR changing no environment file passed the required check trivially,
+    whatever it changed (the Makefile, the workflows, the gate code)."""
     merge, _, payload = open_pr(repo, "Makefile", "# Two entry points", "# Two entry points (docs)")
     run = runner("gates.yml", repo, tmp_path).run("pull_request", payload, sha=merge, ref="refs/pull/7/merge")
-    assert run.jobs["changes"].outputs == {"environments": "[]"}
+    assert run.jobs["changes"].outputs == {"environments": "[]", "governance": "true"}
     assert all(j.conclusion == "skipped" for j in run.by_id("gate"))
-    assert run.jobs["gates"].conclusion == "success", run.jobs["gates"].output
+    governance = run.jobs["governance"]
+    assert governance.step("Governance").returncode == 1, governance.output
+    assert "changed: Makefile (modified)" in governance.output
+    assert run.jobs["gates"].conclusion == "failure", run.jobs["gates"].output
+
+
+def test_pull_request_editing_only_trust_yaml_passes_once_the_governance_owners_approve(repo, tmp_path):
+    """Reproduction: a PR that only adds a signer to trust.yaml got a green "gates" check."""
+    from tests.support.github_fake import GitHubFake
+
+    merge, head, payload = open_pr(repo, "environments/trust.yaml", "keys: []", "keys: []\n# mallory's key")
+    with GitHubFake() as gh:
+        gh.add_pull(7, author="alice", head_sha=head)
+        for login, team in (("bob", "ml-platform"), ("carol", "ml-release-managers")):
+            gh.add_collaborator(login, "write")
+            gh.add_team_member("your-org", team, login)
+        wf = WorkflowRunner(WORKFLOWS / "gates.yml", repo=repo, workdir=tmp_path / "runs", api_url=gh.url,
+                            token=gh.token, app_token=gh.app_token, vars={"PROMOTION_APP_ID": "42"},
+                            secrets={"PROMOTION_APP_PRIVATE_KEY": "key"}, on_checkout=install_venv_shim)
+
+        run = wf.run("pull_request", payload, sha=merge, ref="refs/pull/7/merge")
+        assert run.jobs["changes"].outputs == {"environments": "[]", "governance": "true"}
+        governance = run.jobs["governance"]
+        assert governance.step("Governance").returncode == 1, governance.output
+        assert "environments/trust.yaml (modified)" in governance.summary
+        assert run.jobs["gates"].conclusion == "failure"
+        assert "<!-- promotion-gate::governance -->" in gh.repo.comments[7][0]["body"]
+
+        gh.add_review(7, "bob", "APPROVED", commit_id=head)
+        gh.add_review(7, "carol", "APPROVED", commit_id=head)
+        run = wf.run("pull_request_review", {**payload, "action": "submitted"}, sha=merge, ref="refs/pull/7/merge")
+        assert run.jobs["governance"].conclusion == "success", run.jobs["governance"].output
+        assert run.jobs["gates"].conclusion == "success"
+        assert len(gh.repo.comments[7]) == 1, "the governance comment is sticky"
 
 
 def test_gates_check_fails_when_changes_cannot_be_computed(repo, tmp_path):
@@ -67,7 +104,9 @@ def test_push_to_main_rolls_out_the_changed_environment_only(repo, tmp_path):
     run = runner("rollout.yml", repo, tmp_path).run(
         "push", push_payload(repository="acme/models", before=before, after=after), sha=after,
         ref="refs/heads/main", jobs=["changes"])
-    assert run.jobs["changes"].outputs == {"environments": '["staging"]'}, run.jobs["changes"].output
+    assert run.jobs["changes"].outputs == {"environments": '["staging"]',
+                                           "targets": '[{"target": "staging", "environment": "staging"}]'}, \
+        run.jobs["changes"].output
 
 
 def test_push_to_another_branch_rolls_out_nothing(repo, tmp_path):
@@ -76,5 +115,5 @@ def test_push_to_another_branch_rolls_out_nothing(repo, tmp_path):
     after = edit(repo, "environments/prod.yaml", "version: 1", "version: 2", "promote prod")
     payload = push_payload(repository="acme/models", before=before, after=after, ref="refs/heads/feature")
     run = runner("rollout.yml", repo, tmp_path).run("push", payload, sha=after, ref="refs/heads/feature")
-    assert run.jobs["changes"].outputs == {"environments": "[]"}
+    assert run.jobs["changes"].outputs == {"environments": "[]", "targets": "[]"}
     assert all(j.conclusion == "skipped" for j in run.by_id("rollout"))

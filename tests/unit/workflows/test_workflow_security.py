@@ -115,10 +115,12 @@ def test_python_311_and_the_make_install_everywhere():
 def test_rollout_is_serialised_per_environment_and_never_cancelled():
     job = load(WORKFLOWS / "rollout.yml")["jobs"]["rollout"]
     assert job["concurrency"]["cancel-in-progress"] is False
-    assert "matrix.environment" in job["concurrency"]["group"]
+    # one rollout at a time per environment file (prod, or prod/<model> of several models) ...
+    assert "matrix.target" in job["concurrency"]["group"]
+    # ... inside the GitHub environment whose protection rules apply (prod for prod/<model>)
     assert "matrix.environment" in str(job["environment"])
     on = triggers(load(WORKFLOWS / "rollout.yml"))
-    assert on["push"]["paths"] == ["environments/*.yaml"]
+    assert on["push"]["paths"] == ["environments/*.yaml", "environments/*/*.yaml"]
 
 
 def test_rollback_inputs():

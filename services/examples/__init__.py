@@ -1,0 +1,1 @@
+"""Example models registered through :func:`promotion.register` (nothing in the product uses them)."""
