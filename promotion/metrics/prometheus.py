@@ -4,12 +4,15 @@ Each snapshot runs instant queries (``GET /api/v1/query``) at one evaluation tim
 server's own ``time()``, so the controller's clock never has to agree with Prometheus's),
 so all series of a snapshot describe the same instant. Prometheus answers with what it
 last scraped, up to one scrape interval old: the snapshot's ``taken_at`` is therefore the
-oldest scrape time of the ``scraped_at`` query's series, not the query time, so that the
-rollout controller can wait for counts scraped after a weight change before it measures
-the new weight (:meth:`PrometheusProvider.now`). Replicas scraped later than that
-instant (each target has its own scrape phase) have their counters interpolated back to
-it from their previous scrape, so that a window counts every replica over the same span
-(``targets_scraped_at`` says when each was scraped). The queries are PromQL templates
+oldest last scrape (``targets_scraped_at``) of the replicas that counted requests (or of
+the ``scraped_at`` query's series, where the source has no per-target times), not the
+query time, so that the rollout controller can wait for counts scraped after a weight
+change before it measures the new weight (:meth:`PrometheusProvider.now`). Replicas
+scraped later than that instant (each target has its own scrape phase) have their
+counters interpolated back to it from their previous scrape, so that a window counts
+every replica over the same span. A scrape Prometheus stores while a snapshot is being
+read (it files a scrape under the time it began, once the target has answered) would
+mix two scrapes of one replica: such a replica is read again. The queries are PromQL templates
 in which ``$selector`` stands for the environment's extra label matchers
 (``metrics.selector`` in ``environments/<env>.yaml``, e.g. ``job="fraud"``); the
 defaults read the service's metric contract and sum over every label but ``version``::
@@ -75,6 +78,9 @@ DEFAULT_QUERIES: dict[str, str] = {
     # when each replica was last scraped (its samples share the scrape's timestamp)
     "targets_scraped_at": "timestamp(up{$selector})",
 }
+
+# Reads of one snapshot, at most: a replica whose scrape landed during a read is read again.
+CONSISTENT_READS = 4
 
 # The labels that tell one scraped replica from another: Prometheus sets both on every
 # series it scrapes (the scrape job and the target's address).
@@ -189,23 +195,58 @@ class PrometheusProvider:
         which one began again). MetricsError when a replica that Prometheus scrapes is
         down (``up == 0``): its counts are missing, and a window without them decides
         nothing.
+
+        The queries of one snapshot run one after another, and Prometheus stores a
+        scrape under the time it began only once the target has answered: a scrape
+        stored between two of them would give one replica's counters from one scrape
+        and its scrape time (or a failed scrape's missing series) from the next. So each
+        replica's counts are kept only from a read during which its scrape time did not
+        change, and the reads are repeated (same instant) for the replicas whose did.
         """
         at = self.now()
         where = f"prometheus {self.url}"
-        targets = self.query(self.query_for("targets"), at)
-        down = sorted(self._replica(labels) for labels, value in targets if value < 1)
+        times: dict[str, float] = {}
+        up: dict[str, float] = {}
+        samples: dict[str, list] = {}
+        pending: set[str] | None = None
+        for _ in range(CONSISTENT_READS):
+            before = self._scrape_times(at)
+            targets = self.query(self.query_for("targets"), at)
+            read = self._samples(at, [labels for labels, _ in targets])
+            after = self._scrape_times(at)
+            values = {self._replica(labels): value for labels, value in targets}
+            for replica in set(read) | set(values) | set(after):
+                if pending is not None and replica not in pending:
+                    continue
+                if before.get(replica) == after.get(replica):
+                    samples[replica] = read.get(replica, [])
+                    if replica in values:
+                        up[replica] = values[replica]
+                    if replica in after:
+                        times[replica] = after[replica]
+            pending = {r for r in set(read) | set(values) | set(after) if r not in samples}
+            if not pending:
+                break
+        else:
+            raise MetricsError(f"{where}: scrapes of {len(pending)} replica(s) kept landing while they were read "
+                               f"({'; '.join(sorted(pending))}); nothing is measured from this read")
+        down = sorted(r for r, value in up.items() if value < 1)
         if down:
-            raise MetricsError(f"{where}: {len(down)} of {len(targets)} scraped replica(s) down (up == 0: "
+            raise MetricsError(f"{where}: {len(down)} of {len(up)} scraped replica(s) down (up == 0: "
                                f"{'; '.join(down)}); their counts are missing, so nothing is measured until "
                                "they are scraped again")
-        samples = self._samples(at, [labels for labels, _ in targets])
-        scraped_at = self._scrape_times(at)
-        scraped = [value for _, value in self.query(self.query_for("scraped_at"), at)]
-        # no counted series yet: nothing was served that a later scrape could add to the past
-        taken_at = min(scraped) if scraped else at
-        later = {r for r, t in scraped_at.items() if t > taken_at + 1e-6 and r in samples}
+        counted = [times[r] for r, s in samples.items() if r in times and any(n == base.REQUESTS for n, _, _ in s)]
+        if times:
+            # the oldest scrape of a replica that counted requests: what a later scrape
+            # could still add to the past ends there
+            taken_at = min(counted) if counted else at
+        else:  # no per-target scrape times (a source without up{}): the counted series' own
+            scraped = [value for _, value in self.query(self.query_for("scraped_at"), at)]
+            # no counted series yet: nothing was served that a later scrape could add to the past
+            taken_at = min(scraped) if scraped else at
+        later = {r for r, t in times.items() if t > taken_at + 1e-6 and r in samples}
         if later:
-            samples = self._at_one_instant(samples, later, scraped_at, taken_at)
+            samples = self._at_one_instant(samples, later, times, taken_at)
         replicas = {r: counters_from_samples(s, f"{where} {r}") for r, s in samples.items()}
         return Snapshot.of_replicas(taken_at, replicas, where)
 
@@ -232,23 +273,31 @@ class PrometheusProvider:
         mismatch). A replica scraped after ``instant`` gets its counters interpolated
         between its scrape before ``instant`` (an instant query at ``instant`` returns
         it) and its last one, so every replica of a snapshot describes the same instant
-        and consecutive windows still add up to the whole. A replica whose counters went
-        down in between (a restart), or that has no earlier scrape, keeps its last values.
+        and consecutive windows still add up to the whole. A series the replica had not
+        exposed by then (labelled counters appear on first use) counts from 0, and so
+        does a replica not scraped at all by then (it had not started). A replica whose
+        counters went down in between (a restart) keeps its last values: whatever it
+        held at the instant, it counts upwards from them.
+
+        Its scrapes up to ``instant`` were all stored before its last one (a target's
+        scrapes follow each other), so these reads need no repeating.
         """
         before_at = self._scrape_times(instant)
         earlier = self._samples(instant)
         out = dict(samples)
         for replica in later:
             t1, t0 = scraped_at[replica], before_at.get(replica)
-            if t0 is None or not t0 < t1 or replica not in earlier:
-                continue
-            fraction = min(max((instant - t0) / (t1 - t0), 0.0), 1.0)
-            old = {(name, tuple(sorted(labels.items()))): value for name, labels, value in earlier[replica]}
+            if t0 is not None and not t0 < t1:
+                continue  # its last scrape is at or before the instant after all
+            fraction = 0.0 if t0 is None else min(max((instant - t0) / (t1 - t0), 0.0), 1.0)
+            old = {(name, tuple(sorted(labels.items()))): value
+                   for name, labels, value in earlier.get(replica, ()) if t0 is not None}
             pairs = [(name, labels, old.get((name, tuple(sorted(labels.items()))), 0.0), value)
                      for name, labels, value in samples[replica]]
             if any(v1 < v0 for _, _, v0, v1 in pairs):
                 continue  # began again in between: what it held at the instant is unknown
-            out[replica] = [(name, labels, v0 + fraction * (v1 - v0)) for name, labels, v0, v1 in pairs]
+            out[replica] = [(name, labels, v1 if fraction >= 1.0 else v0 + fraction * (v1 - v0))
+                            for name, labels, v0, v1 in pairs]
         return out
 
     def kpi_counts(self, kpis, versions: dict[str, int]) -> dict[str, dict | str]:

@@ -191,9 +191,13 @@ def render_bootstrap(env) -> dict:
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "promotion", "codec_type": "AUTO",
+        # the replicas take the client's X-Request-Id (or make their own): no UUID per request here
+        "generate_request_id": False,
         "rds": {"route_config_name": ROUTE_NAME, "config_source": source(route_file)},
         "http_filters": [{"name": "envoy.filters.http.router",
-                          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+                                           # per-request stats per upstream cluster, and x-envoy-* headers: not read
+                                           "dynamic_stats": False, "suppress_envoy_headers": True}}],
     }
     return {
         "node": {"id": node, "cluster": node},

@@ -35,7 +35,8 @@ from promotion.traffic.envoy import ROUTE_TYPE, EnvoyBackend
 from tests.conftest import make_repo
 from tests.support.policies import steps_policy
 from tests.support.envoy import (
-    envoy_settings, new_ports, point_environment, served_split, start_envoy, start_prometheus, start_replicas)
+    envoy_settings, new_ports, point_environment, rollout_evidence, served_split, start_envoy, start_prometheus,
+    start_replicas)
 
 pytestmark = pytest.mark.integration
 TOKEN = "envoy-test-token"
@@ -59,6 +60,10 @@ class World:
 
     def cli(self, *args) -> int:
         return main(["--root", str(self.repo), *args])
+
+    def evidence(self, load=None) -> str:
+        return rollout_evidence(self.repo, "prod", envoy_admin=self.envoy.admin, replicas=self.fleet.urls(),
+                                load=load or self.load, prometheus=self.prom.url)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +190,7 @@ def test_a_healthy_canary_is_promoted_through_envoy_with_no_failed_request(world
     world.load = Load(world.envoy.url, [r for r in world.rows], rate=120, threads=4).start()
     time.sleep(1.5)
     world.propose(world.v2)
-    assert world.cli("rollout", "prod") == 0
+    assert world.cli("rollout", "prod") == 0, world.evidence()
     out = capsys.readouterr().out
     assert "5%" in out and "25%" in out and "promoted" in out
     totals = world.load.totals()
@@ -199,7 +204,7 @@ def test_a_healthy_canary_is_promoted_through_envoy_with_no_failed_request(world
 
 def test_a_canary_failing_half_its_requests_is_rolled_back_champion_first(world, capsys):
     world.propose(world.bad)
-    assert world.cli("rollout", "prod") == 1
+    assert world.cli("rollout", "prod") == 1, world.evidence()
     assert world.served() == {world.v2: 100.0}
     record = RecordStore(world.repo, "prod").latest()
     assert record.action == "rollback" and record.version == world.v2
@@ -281,7 +286,7 @@ def test_a_blue_green_rollout_with_a_shadow_phase_passes_it_through_envoy(world,
     try:
         time.sleep(1.0)
         world.propose(canary)
-        assert world.cli("rollout", "prod") == 0, capsys.readouterr().out
+        assert world.cli("rollout", "prod") == 0, capsys.readouterr().out + "\n" + world.evidence(load)
     finally:
         load.stop()
     assert load.totals()["failed"] == 0, load.totals()

@@ -28,7 +28,8 @@ from promotion.traffic import backend_for
 from promotion.traffic.gateway_api import GatewayApiBackend
 from tests.conftest import make_repo
 from tests.support.policies import steps_policy
-from tests.support.envoy import envoy_settings, point_environment, served_split, start_envoy, start_prometheus, start_replicas
+from tests.support.envoy import (
+    envoy_settings, point_environment, rollout_evidence, served_split, start_envoy, start_prometheus, start_replicas)
 from tests.support.gateway_api_schema import npm_problems
 from tests.support.gitops_envoy import GitOpsAgent
 
@@ -100,7 +101,7 @@ def world(tmp_path_factory):
         load = Load(proxy.url, rows, rate=120, threads=4).start()
         yield type("World", (), dict(root=root, repo=repo, remote=remote, registry=registry, proxy=proxy,
                                      agent=agent, rows=rows, digests=digests, v1=v1.version, v2=v2.version,
-                                     bad=bad.version, load=load))
+                                     bad=bad.version, load=load, fleet=fleet, prom=prom))
     finally:
         for part in (load, agent):
             if part is not None:
@@ -114,6 +115,11 @@ def world(tmp_path_factory):
 
 def cli(world, *args) -> int:
     return main(["--root", str(world.repo), *args])
+
+
+def evidence(world) -> str:
+    return rollout_evidence(world.repo, "prod", envoy_admin=world.proxy.admin, replicas=world.fleet.urls(),
+                            load=world.load, prometheus=world.prom.url)
 
 
 def propose(world, version: int) -> None:
@@ -130,7 +136,7 @@ def test_first_deployment_commits_and_pushes_the_route(world):
 
 def test_a_healthy_canary_is_promoted_step_by_step_through_git(world, capsys):
     propose(world, world.v2)
-    assert cli(world, "rollout", "prod") == 0
+    assert cli(world, "rollout", "prod") == 0, evidence(world)
     v1, v2 = world.v1, world.v2
     traffic = [s for s in remote_log(world.remote) if s.startswith("traffic prod:")]
     assert traffic[:4] == [f"traffic prod: v{v1}=0%, v{v2}=100% (generation 4)",
@@ -149,7 +155,7 @@ def test_a_healthy_canary_is_promoted_step_by_step_through_git(world, capsys):
 
 def test_a_canary_failing_half_its_requests_is_rolled_back_with_the_champion_commit_first(world):
     propose(world, world.bad)
-    assert cli(world, "rollout", "prod") == 1
+    assert cli(world, "rollout", "prod") == 1, evidence(world)
     v2, bad = world.v2, world.bad
     route = remote_route(world.remote)
     assert [(r["name"], r["weight"]) for r in route["spec"]["rules"][-1]["backendRefs"]] == [(f"fraud-v{v2}", 1_000_000)]

@@ -30,9 +30,9 @@ pytestmark = pytest.mark.integration
 TOKEN = "label-canary-admin"
 FEEDBACK_TOKEN = "label-canary-feedback"
 # 5 % briefly, then long enough at 50 % for labels to come in; 100 % waits for min_labels
-POLICY = steps_policy(weights=(5, 50, 100), hold_s=(1, 15, 1), min_requests=20, max_s=60) + (
-    "analysis:\n  alpha: 0.2\n  labels:\n    metric: recall\n    tolerance: {absolute: 0.3}\n"
-    "    min_labels: 30\n    require_labels_to_promote: true\n    segments: {method: e-bh}\n")
+POLICY = steps_policy(weights=(5, 50, 100), hold_s=(1, 15, 1), min_requests=20, max_s=60, analysis=(
+    "  alpha: 0.2\n  labels:\n    metric: recall\n    tolerance: {absolute: 0.3}\n"
+    "    min_labels: 30\n    require_labels_to_promote: true\n    segments: {method: e-bh}\n"))
 
 
 class Client:

@@ -21,10 +21,10 @@ from tests.integration.test_label_canary import labelled_world, propose
 from tests.support.policies import steps_policy
 
 pytestmark = pytest.mark.integration
-POLICY = steps_policy(weights=(10, 50, 100), hold_s=(1, 3, 1), min_requests=20, max_s=60).replace(
-    "  interval_s: 0.5\n", "  interval_s: 0.5\n  probation: {duration_s: 8, min_labels: 30, max_s: 40}\n") + (
-    "analysis:\n  alpha: 0.2\n  labels:\n    metric: recall\n    tolerance: {absolute: 0.3}\n"
-    "    min_labels: 30\n    require_labels_to_promote: true\n")
+POLICY = steps_policy(weights=(10, 50, 100), hold_s=(1, 3, 1), min_requests=20, max_s=60, analysis=(
+    "  alpha: 0.2\n  labels:\n    metric: recall\n    tolerance: {absolute: 0.3}\n"
+    "    min_labels: 30\n    require_labels_to_promote: true\n")).replace(
+    "  interval_s: 0.5\n", "  interval_s: 0.5\n  probation: {duration_s: 8, min_labels: 30, max_s: 40}\n")
 
 
 @pytest.fixture(scope="module")

@@ -58,3 +58,43 @@ def served_split(url: str, rows: list[dict], n: int, headers: dict | None = None
             v = int(r.json()["version"])
             counts[v] = counts.get(v, 0) + 1
     return counts
+
+
+def rollout_evidence(repo: Path, env: str, *, envoy_admin: str | None = None,
+                     replicas: dict[int, list[str]] | None = None, load=None, prometheus: str | None = None) -> str:
+    """What to look at when a rollout through Envoy did not end as expected: the last
+    events (with their times), what the clients saw, what Envoy sent to each cluster, what
+    each replica counted itself and what Prometheus holds of it. An assertion message."""
+    import json
+
+    from promotion.rollout import StateStore
+
+    lines = []
+    events = StateStore(Path(repo), env).events_path
+    if events.exists():
+        lines += ["events:"] + [f"  {line[:400]}" for line in events.read_text().splitlines()[-14:]]
+    if load is not None:
+        lines.append(f"clients: {load.totals()}")
+
+    def fetch(what, get):
+        try:
+            lines.append(f"{what}: {get()}")
+        except Exception as exc:  # noqa: BLE001 - evidence is best effort
+            lines.append(f"{what}: unavailable ({type(exc).__name__}: {exc})")
+
+    if envoy_admin:
+        fetch("envoy clusters", lambda: " ".join(
+            line for line in requests.get(envoy_admin + "/stats", timeout=5).text.splitlines()
+            if line.startswith("cluster.v") and any(k in line for k in (
+                ".upstream_rq_total:", ".upstream_cx_connect_fail:", ".upstream_rq_timeout:", ".upstream_cx_total:",
+                ".upstream_rq_pending_failure_eject:", ".upstream_cx_destroy_remote_with_active_rq:"))))
+    for version, urls in sorted((replicas or {}).items()):
+        for url in urls:
+            fetch(f"replica v{version} {url} requests", lambda url=url: sum(
+                float(line.rsplit(" ", 1)[1]) for line in requests.get(url + "/metrics", timeout=5).text.splitlines()
+                if line.startswith("promotion_requests_total{")))
+    if prometheus:
+        for promql in ("timestamp(up)", "sum by (instance, version) (promotion_requests_total)", "time()"):
+            fetch(f"prometheus {promql}", lambda promql=promql: json.dumps(requests.get(
+                prometheus + "/api/v1/query", params={"query": promql}, timeout=5).json().get("data", {}).get("result")))
+    return "\n".join(lines)

@@ -16,7 +16,10 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from promotion.analysis.srm import SampleRatioCheck
+from promotion.errors import MetricsError
 from promotion.metrics.base import window
 from promotion.metrics.prometheus import PrometheusProvider
 
@@ -125,3 +128,129 @@ def test_counters_that_went_down_keep_their_last_scrape(loopback):
     loopback.respond = restarted
     snap = provider.snapshot()
     assert snap.replicas['{job="fraud", instance="b:1"}'][1].requests == 3
+
+
+class LateScrape(PhasedPrometheus):
+    """A scrape of ``instance`` that began at ``began`` but is stored only once the target
+    has answered: the first ``stored_after`` queries do not see it yet. ``fails``: that
+    scrape failed (``up`` 0, its series stale from then on)."""
+
+    def __init__(self, replicas, instance: str, began: float, stored_after: int, fails: bool = False) -> None:
+        super().__init__(replicas)
+        self.instance, self.began, self.stored_after, self.fails = instance, began, stored_after, fails
+        self.queries = 0
+
+    def scraped(self, instance: str, t: float) -> float:
+        ts = super().scraped(instance, t)
+        if instance == self.instance and ts >= self.began and self.queries <= self.stored_after:
+            ts -= self.interval_s  # not stored yet: the query sees the scrape before it
+        return ts
+
+    def respond(self, path, params):
+        self.queries += 1
+        code, kind, body = super().respond(path, params)
+        if not self.fails or "time" not in params:
+            return code, kind, body
+        data = json.loads(body)["data"]
+        if self.scraped(self.instance, float(params["time"])) >= self.began:  # the failed scrape is stored
+            q = params["query"]
+            for item in data["result"]:
+                if item["metric"].get("instance") == self.instance and q.startswith("up{"):
+                    item["value"][1] = "0"
+            if not (q.startswith("up{") or q.startswith("timestamp(up")):
+                data["result"] = [i for i in data["result"] if i["metric"].get("instance") != self.instance]
+        return ok(data)
+
+
+REPLICAS = {"c:1": (2, 10.0, 0.0, 0.05), "a:1": (1, 45.0, 0.0, 0.95), "b:1": (1, 45.0, 0.0, 0.5)}
+
+
+def _counts(snap) -> dict[str, float]:
+    return {r: {v: c.requests for v, c in versions.items()} for r, versions in snap.replicas.items()}
+
+
+def test_a_scrape_stored_while_the_snapshot_reads_gives_the_snapshot_of_after_it(loopback):
+    """Each replica's counters and its scrape time come from one scrape, whichever query
+    of the snapshot the scrape landed between."""
+    now = T0 + 30.97  # a:1 began a scrape at 30.95 that Prometheus stores a moment later
+    loopback.respond = PhasedPrometheus(REPLICAS).respond
+    reference = PrometheusProvider(loopback.url, selector='job="fraud"')
+    loopback.respond.__self__.now = now
+    expected = reference.snapshot()
+    for stored_after in (2, 4, 6, 9, 12):  # during the scrape-time read, the requests read, the histogram reads ...
+        fake = LateScrape(REPLICAS, "a:1", T0 + 30.95, stored_after)
+        fake.now = now
+        loopback.respond = fake.respond
+        snap = PrometheusProvider(loopback.url, selector='job="fraud"').snapshot()
+        assert (snap.taken_at, _counts(snap)) == (expected.taken_at, _counts(expected)), stored_after
+
+
+def test_a_failed_scrape_stored_while_the_snapshot_reads_is_a_replica_down_not_one_that_served_nothing(loopback):
+    fake = LateScrape(REPLICAS, "c:1", T0 + 31.05, stored_after=5, fails=True)
+    fake.now = T0 + 31.1
+    loopback.respond = fake.respond
+    with pytest.raises(MetricsError, match=r'1 of 3 scraped replica\(s\) down .*instance="c:1"'):
+        PrometheusProvider(loopback.url, selector='job="fraud"').snapshot()
+
+
+def test_consecutive_snapshots_never_count_a_replica_backwards(loopback):
+    """A replica whose counters look lower than in the previous snapshot is taken for a
+    restart, and the window then counts everything it ever served: its interpolated
+    counters must never fall behind what an earlier snapshot gave it."""
+    fake = PhasedPrometheus(dict(REPLICAS))
+    loopback.respond = fake.respond
+    provider = PrometheusProvider(loopback.url, selector='job="fraud"')
+    previous = provider.snapshot()
+    for _ in range(60):
+        fake.now += 0.17
+        snap = provider.snapshot()
+        if snap.taken_at < previous.taken_at:
+            continue
+        for replica, versions in snap.replicas.items():
+            for v, c in versions.items():
+                assert c.requests >= previous.replicas[replica][v].requests, (replica, v)
+        assert not window(previous, snap).resets
+        previous = snap
+
+
+class CanaryStarts(PhasedPrometheus):
+    """The canary replica's first request comes at ``start``: before that it exposes no
+    series at all (a labelled counter appears on first use)."""
+
+    def __init__(self, replicas, start: float) -> None:
+        super().__init__(replicas)
+        self.start = start
+
+    def respond(self, path, params):
+        code, kind, body = super().respond(path, params)
+        data = json.loads(body)["data"]
+        if data.get("resultType") != "vector" or params.get("query", "").startswith(("up{", "timestamp(up", "min(")):
+            return code, kind, body
+        kept = []
+        for item in data["result"]:
+            if item["metric"].get("instance") == "c:1":
+                n = math.floor(10.0 * (item["value"][0] - self.start))
+                if n <= 0:
+                    continue
+                item["value"][1] = str(n)
+            kept.append(item)
+        data["result"] = kept
+        return ok(data)
+
+
+def test_a_canary_that_begins_serving_between_two_snapshots_is_counted_from_zero(loopback):
+    fake = CanaryStarts(dict(REPLICAS), start=T0 + 31.0)
+    fake.now = T0 + 30.3
+    loopback.respond = fake.respond
+    provider = PrometheusProvider(loopback.url, selector='job="fraud"')
+    first = previous = provider.snapshot()
+    for _ in range(30):
+        fake.now += 0.13
+        snap = provider.snapshot()
+        if snap.taken_at < previous.taken_at:
+            continue
+        assert not window(previous, snap).resets
+        previous = snap
+    w = window(first, previous)
+    # what the canary served from its start to the last snapshot's instant, give or take a request
+    assert abs(w.get(2).requests - 10.0 * (previous.taken_at - fake.start)) <= 1.5, (w.get(2).requests, previous.taken_at)
