@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +23,7 @@ from promotion._internal.envfile import set_model
 from promotion._internal.git import Git
 from promotion.cli import main
 from promotion.records import RecordStore
+from promotion.topology.prometheus import start_prometheus
 from tests.conftest import make_repo
 
 pytestmark = pytest.mark.integration
@@ -116,39 +116,6 @@ class Client:
             time.sleep(0.01)
 
 
-def start_prometheus(targets: list[str], where):
-    """A Prometheus of our own scraping ``targets`` every second as job ``fraud``; yields its URL."""
-    from services.router.process import free_port
-
-    port = free_port()
-    config = where / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n"
-                      f"  - job_name: fraud\n    static_configs: [{{targets: {targets!r}}}]\n")
-    log = where / "prometheus.log"
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={where / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=log.open("w"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                if requests.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("prometheus did not start: " + log.read_text()[-2000:])
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from promotion.registry import Registry
@@ -166,10 +133,10 @@ def world(tmp_path_factory):
     port = free_port()
     service = start_service(port, root / "state" / "service", registry.uri, TOKEN, workers=1, ready=False)
     shop = Shop()
-    prom = start_prometheus([f"127.0.0.1:{port}", shop.address], root)
-    client = None
+    prom = client = None
     try:
-        url = next(prom)
+        prom = start_prometheus([f"127.0.0.1:{port}", shop.address], root / "prometheus")
+        url = prom.url
         env_file = repo / "environments" / "prod.yaml"
         text = env_file.read_text().replace("127.0.0.1:3000", f"127.0.0.1:{port}")
         text = text[:text.index("metrics:")] + f"metrics:\n  source: prometheus\n  url: {url}\n  selector: 'job=\"fraud\"'\n"
@@ -185,7 +152,8 @@ def world(tmp_path_factory):
     finally:
         if client:
             client.stop()
-        prom.close()
+        if prom is not None:
+            prom.stop()
         shop.stop()
         service.stop()
         mp.undo()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +19,7 @@ import pytest
 
 from promotion.metrics.base import LATENCY_BUCKETS, window
 from promotion.metrics.prometheus import PrometheusProvider
+from promotion.topology.prometheus import start_prometheus
 
 from tests.support.policies import steps_policy
 
@@ -82,40 +82,13 @@ def service_metrics():
     svc.server.server_close()
 
 
-def start_prometheus(target: str, tmp_path):
-    """A Prometheus of our own (temp config and storage, free port) scraping ``target``
-    (host:port) every second as job ``fraud``; yields its URL, then stops exactly it."""
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: fraud\n    static_configs: [{{targets: ['{target}']}}]\n")
-    proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"))
-    url = f"http://127.0.0.1:{port}"
-    provider = PrometheusProvider(url, selector='job="fraud"')
-    try:
-        deadline = time.time() + 30
-        while not provider.is_online():
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail("prometheus did not start: " + (tmp_path / "prometheus.log").read_text()[-2000:])
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture
 def prometheus(service_metrics, tmp_path):
-    yield from start_prometheus(service_metrics.address, tmp_path)
+    prom = start_prometheus([service_metrics.address], tmp_path / "prometheus")
+    try:
+        yield prom.url
+    finally:
+        prom.stop()
 
 
 def wait_for(provider, version: int, requests: float, timeout: float = 20.0):
@@ -176,9 +149,10 @@ def served(tmp_path_factory):
                 "bad": register_extra_feature(registry).version}
     port = free_port()
     service = start_service(port, root / "state" / "service", registry.uri, TOKEN, workers=2, ready=False)
-    gen = start_prometheus(f"127.0.0.1:{port}", root)
+    prom = None
     try:
-        url = next(gen)
+        prom = start_prometheus([f"127.0.0.1:{port}"], root / "prometheus")
+        url = prom.url
         env_file = repo / "environments" / "prod.yaml"
         text = env_file.read_text().replace("127.0.0.1:3000", f"127.0.0.1:{port}")
         text = text[:text.index("metrics:")] + f"metrics:\n  source: prometheus\n  url: {url}\n  selector: 'job=\"fraud\"'\n"
@@ -189,7 +163,8 @@ def served(tmp_path_factory):
         yield {"repo": repo, "registry": registry, "service": service, "prometheus": url, "versions": versions,
                "rows": rows}
     finally:
-        gen.close()
+        if prom is not None:
+            prom.stop()
         service.stop()
         mp.undo()
 
