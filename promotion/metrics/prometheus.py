@@ -208,23 +208,20 @@ class PrometheusProvider:
         times: dict[str, float] = {}
         up: dict[str, float] = {}
         samples: dict[str, list] = {}
-        pending: set[str] | None = None
         for _ in range(CONSISTENT_READS):
             before = self._scrape_times(at)
             targets = self.query(self.query_for("targets"), at)
             read = self._samples(at, [labels for labels, _ in targets])
             after = self._scrape_times(at)
             values = {self._replica(labels): value for labels, value in targets}
-            for replica in set(read) | set(values) | set(after):
-                if pending is not None and replica not in pending:
-                    continue
+            for replica in (set(read) | set(values) | set(after)) - set(samples):
                 if before.get(replica) == after.get(replica):
                     samples[replica] = read.get(replica, [])
                     if replica in values:
                         up[replica] = values[replica]
                     if replica in after:
                         times[replica] = after[replica]
-            pending = {r for r in set(read) | set(values) | set(after) if r not in samples}
+            pending = (set(read) | set(values) | set(after)) - set(samples)
             if not pending:
                 break
         else:
@@ -290,8 +287,8 @@ class PrometheusProvider:
             if t0 is not None and not t0 < t1:
                 continue  # its last scrape is at or before the instant after all
             fraction = 0.0 if t0 is None else min(max((instant - t0) / (t1 - t0), 0.0), 1.0)
-            old = {(name, tuple(sorted(labels.items()))): value
-                   for name, labels, value in earlier.get(replica, ()) if t0 is not None}
+            old = {} if t0 is None else {(name, tuple(sorted(labels.items()))): value
+                                         for name, labels, value in earlier.get(replica, ())}
             pairs = [(name, labels, old.get((name, tuple(sorted(labels.items()))), 0.0), value)
                      for name, labels, value in samples[replica]]
             if any(v1 < v0 for _, _, v0, v1 in pairs):
