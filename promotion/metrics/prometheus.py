@@ -9,8 +9,8 @@ the ``scraped_at`` query's series, where the source has no per-target times), no
 query time, so that the rollout controller can wait for counts scraped after a weight
 change before it measures the new weight (:meth:`PrometheusProvider.now`). Replicas
 scraped later than that instant (each target has its own scrape phase) have their
-counters interpolated back to it from their previous scrape, so that a window counts
-every replica over the same span. A scrape Prometheus stores while a snapshot is being
+counters interpolated back to it between their two scrapes around it, so that a window
+counts every replica over the same span and no later snapshot counts a replica lower. A scrape Prometheus stores while a snapshot is being
 read (it files a scrape under the time it began, once the target has answered) would
 mix two scrapes of one replica: such a replica is read again. The queries are PromQL templates
 in which ``$selector`` stands for the environment's extra label matchers
@@ -77,6 +77,8 @@ DEFAULT_QUERIES: dict[str, str] = {
     "targets": "up{$selector}",
     # when each replica was last scraped (its samples share the scrape's timestamp)
     "targets_scraped_at": "timestamp(up{$selector})",
+    # every scrape of each replica over the last $range (a range vector: their times)
+    "targets_scrapes": "up{$selector}[$range]",
 }
 
 # Reads of one snapshot, at most: a replica whose scrape landed during a read is read again.
@@ -127,11 +129,11 @@ class PrometheusProvider:
         """The provider of an environment file's ``metrics`` block (``url``, ``selector``)."""
         return cls(env.metrics_url, selector=env.metrics_selector, timeout_s=timeout_s)
 
-    def query_for(self, name: str) -> str:
-        """The PromQL sent for query ``name``, with the selector filled in."""
+    def query_for(self, name: str, **fields: str) -> str:
+        """The PromQL sent for query ``name``, with the selector (and ``fields``) filled in."""
         try:
             return Template(self.templates[name]).substitute(selector=self.selector,
-                                                             replica=", ".join(self.replica_labels))
+                                                             replica=", ".join(self.replica_labels), **fields)
         except (KeyError, ValueError) as exc:
             raise MetricsError(f"prometheus: query template {name!r} is invalid ({exc})") from None
 
@@ -173,6 +175,19 @@ class PrometheusProvider:
             if math.isnan(value):
                 continue  # a stale or empty series carries no count
             out.append((labels, value))
+        return out
+
+    def query_times(self, promql: str, at: float) -> list[tuple[dict, list[tuple[float, float]]]]:
+        """One instant query of a range vector: ``[(labels, [(timestamp, value)])]``."""
+        data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
+        if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+            raise MetricsError(f"prometheus {self.url}: {promql!r} did not return a range vector")
+        out = []
+        for item in data["result"]:
+            try:
+                out.append((dict(item["metric"]), sorted((float(ts), float(v)) for ts, v in item["values"])))
+            except (KeyError, TypeError, ValueError):
+                raise MetricsError(f"prometheus {self.url}: {promql!r} returned a malformed series") from None
         return out
 
     def now(self) -> float:
@@ -243,7 +258,7 @@ class PrometheusProvider:
             taken_at = min(scraped) if scraped else at
         later = {r for r, t in times.items() if t > taken_at + 1e-6 and r in samples}
         if later:
-            samples = self._at_one_instant(samples, later, times, taken_at)
+            samples = self._at_one_instant(samples, later, times, taken_at, at)
         replicas = {r: counters_from_samples(s, f"{where} {r}") for r, s in samples.items()}
         return Snapshot.of_replicas(taken_at, replicas, where)
 
@@ -259,7 +274,7 @@ class PrometheusProvider:
         return {self._replica(labels): value for labels, value in self.query(self.query_for("targets_scraped_at"), at)}
 
     def _at_one_instant(self, samples: dict[str, list], later: set[str], scraped_at: dict[str, float],
-                        instant: float) -> dict[str, list]:
+                        instant: float, at: float) -> dict[str, list]:
         """Each replica's counters estimated at ``instant``, not at its own last scrape.
 
         Prometheus scrapes every target at its own phase, so at one evaluation time the
@@ -268,31 +283,78 @@ class PrometheusProvider:
         interval of 1 s and a window of a few seconds, a canary replica whose scrape
         has not come round yet looks as though it served nothing, a false sample-ratio
         mismatch). A replica scraped after ``instant`` gets its counters interpolated
-        between its scrape before ``instant`` (an instant query at ``instant`` returns
-        it) and its last one, so every replica of a snapshot describes the same instant
-        and consecutive windows still add up to the whole. A series the replica had not
-        exposed by then (labelled counters appear on first use) counts from 0, and so
-        does a replica not scraped at all by then (it had not started). A replica whose
-        counters went down in between (a restart) keeps its last values: whatever it
-        held at the instant, it counts upwards from them.
+        between the two scrapes around it: its last one at or before ``instant`` (an
+        instant query at ``instant`` returns it) and its first one after. Only these two
+        make the estimate the same in every snapshot that asks about that span, so that
+        a later snapshot never counts a replica lower than an earlier one did (which
+        :func:`~promotion.metrics.base.window` would take for a restart, counting all it
+        ever served). When the replica's last scrape is not its first after ``instant``
+        (a scrape that answered late, an irregular interval), the first one is read
+        (an instant query at its time, before the scrape that follows it). A series the
+        replica had not exposed by then (labelled counters appear on first use) counts
+        from 0, and so does a replica not scraped at all by then (it had not started).
+        A replica whose counters went down between the two scrapes (a restart) is taken
+        at the second: whatever it held at the instant, it counts upwards from there.
+        When either of the two scrapes failed, the replica's series were stale then, and
+        what it held is unknown: MetricsError (undecided), never a count of 0, which the
+        next window would take for a restart and count everything the replica ever served.
 
-        Its scrapes up to ``instant`` were all stored before its last one (a target's
-        scrapes follow each other), so these reads need no repeating.
+        Its scrapes up to ``at`` were all stored before its last one (a target's scrapes
+        follow each other), so these reads need no repeating.
         """
+        where = f"prometheus {self.url}"
         before_at = self._scrape_times(instant)
+        up_at = {self._replica(labels): value for labels, value in self.query(self.query_for("targets"), instant)}
         earlier = self._samples(instant)
+        span = f"{max(1, math.ceil((at - instant) * 1000) + 1)}ms"
+        scrapes: dict[str, list[tuple[float, float]]] = {}
+        for labels, points in self.query_times(self.query_for("targets_scrapes", range=span), at):
+            scrapes.setdefault(self._replica(labels), []).extend(
+                (t, v) for t, v in points if t > instant + 1e-6)
+        after = {replica: sorted(t for t, _ in points) for replica, points in scrapes.items()}
+        nxt: dict[str, list] = {}
+        pending = []
+        for replica in later:
+            # a failed scrape marks the replica's series stale: what it held then is unknown,
+            # and taking it for 0 would count the replica backwards (a false restart)
+            failed = [t for t, v in sorted(scrapes.get(replica, ()))[:1] if v < 1]
+            if replica in before_at and up_at.get(replica, 1.0) < 1:
+                failed.insert(0, before_at[replica])
+            if failed:
+                raise MetricsError(f"{where}: the scrape of {replica} at {failed[0]:.3f} failed, so what it held at "
+                                   f"{instant:.3f} is unknown; nothing is measured from this read")
+            stamps = after.setdefault(replica, [scraped_at[replica]])
+            if stamps[0] >= scraped_at[replica] - 1e-6 or len(stamps) < 2:
+                nxt[replica] = samples[replica]  # its last scrape is the first after the instant
+            else:
+                pending.append((stamps[0], stamps[1], replica))
+        # one read at time T gives each replica's first scrape after the instant as long as
+        # T is before the scrape that follows it: replicas are read together where they can be
+        pending.sort()
+        while pending:
+            group, until = [], math.inf
+            for first, second, replica in pending:
+                if first >= until - 1e-6:
+                    break
+                group.append((first, replica))
+                until = min(until, second)
+            read = self._samples(max(first for first, _ in group))
+            for _, replica in group:
+                nxt[replica] = read.get(replica, [])
+            pending = pending[len(group):]
         out = dict(samples)
         for replica in later:
-            t1, t0 = scraped_at[replica], before_at.get(replica)
+            t0, t1 = before_at.get(replica), after[replica][0]
             if t0 is not None and not t0 < t1:
                 continue  # its last scrape is at or before the instant after all
             fraction = 0.0 if t0 is None else min(max((instant - t0) / (t1 - t0), 0.0), 1.0)
             old = {} if t0 is None else {(name, tuple(sorted(labels.items()))): value
                                          for name, labels, value in earlier.get(replica, ())}
             pairs = [(name, labels, old.get((name, tuple(sorted(labels.items()))), 0.0), value)
-                     for name, labels, value in samples[replica]]
+                     for name, labels, value in nxt[replica]]
             if any(v1 < v0 for _, _, v0, v1 in pairs):
-                continue  # began again in between: what it held at the instant is unknown
+                out[replica] = nxt[replica]  # began again in between: it counts upwards from there
+                continue
             out[replica] = [(name, labels, v1 if fraction >= 1.0 else v0 + fraction * (v1 - v0))
                             for name, labels, v0, v1 in pairs]
         return out

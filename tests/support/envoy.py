@@ -94,7 +94,10 @@ def rollout_evidence(repo: Path, env: str, *, envoy_admin: str | None = None,
                 float(line.rsplit(" ", 1)[1]) for line in requests.get(url + "/metrics", timeout=5).text.splitlines()
                 if line.startswith("promotion_requests_total{")))
     if prometheus:
-        for promql in ("timestamp(up)", "sum by (instance, version) (promotion_requests_total)", "time()"):
+        # the scrapes of the last seconds (their times, whether they failed, how long they
+        # took) and every request counter over them: what each snapshot could have read
+        for promql in ("timestamp(up)", "sum by (instance, version) (promotion_requests_total)", "time()",
+                       "up[12s]", "scrape_duration_seconds[12s]", "promotion_requests_total[12s]"):
             fetch(f"prometheus {promql}", lambda promql=promql: json.dumps(requests.get(
                 prometheus + "/api/v1/query", params={"query": promql}, timeout=5).json().get("data", {}).get("result")))
     return "\n".join(lines)

@@ -38,13 +38,28 @@ class PhasedPrometheus:
 
     def scraped(self, instance: str, t: float) -> float:
         phase = self.replicas[instance][3]
-        return math.floor((t - T0 - phase) / self.interval_s) * self.interval_s + T0 + phase
+        # Prometheus keeps times in whole milliseconds: a query at a scrape's time sees that scrape
+        return math.floor(round((t - T0 - phase) / self.interval_s, 6)) * self.interval_s + T0 + phase
+
+    def scrapes(self, instance: str, at: float, span: float) -> list[float]:
+        """Every scrape of ``instance`` stored at ``at``, over ``[at - span, at]``."""
+        stamps, ts = [], self.scraped(instance, at)
+        while ts >= at - span - 1e-9:
+            stamps.append(ts)
+            ts -= self.interval_s
+        return sorted(stamps)
 
     def respond(self, path, params):
         q = params.get("query", "")
         if q == "time()":
             return ok({"resultType": "scalar", "result": [self.now, f"{self.now:.3f}"]})
         at = float(params["time"])
+        if q.startswith('up{job="fraud"}[') and q.endswith("ms]"):
+            span = float(q[len('up{job="fraud"}['):-3]) / 1000
+            return ok({"resultType": "matrix", "result": [
+                {"metric": {"__name__": "up", "job": "fraud", "instance": instance},
+                 "values": [[ts, "1"] for ts in self.scrapes(instance, at, span)]}
+                for instance in self.replicas]})
         rows = []
         for instance, (version, rate, error_share, _) in self.replicas.items():
             ts = self.scraped(instance, at)
@@ -152,6 +167,8 @@ class LateScrape(PhasedPrometheus):
         if not self.fails or "time" not in params:
             return code, kind, body
         data = json.loads(body)["data"]
+        if data["resultType"] == "matrix":
+            return code, kind, body
         if self.scraped(self.instance, float(params["time"])) >= self.began:  # the failed scrape is stored
             q = params["query"]
             for item in data["result"]:
@@ -254,3 +271,101 @@ def test_a_canary_that_begins_serving_between_two_snapshots_is_counted_from_zero
     w = window(first, previous)
     # what the canary served from its start to the last snapshot's instant, give or take a request
     assert abs(w.get(2).requests - 10.0 * (previous.taken_at - fake.start)) <= 1.5, (w.get(2).requests, previous.taken_at)
+
+
+class Irregular(PhasedPrometheus):
+    """The canary replica ``c:1`` idles at 100 requests until ``burst`` and then serves
+    50 per second; the scrapes of each replica in ``slow`` answer late (each is stored
+    only ``slow[instance]`` seconds after it began, so until then Prometheus holds the
+    one before); replica ``c:1``'s scrape at ``failed`` fails (``up`` 0, its series stale
+    until the next scrape)."""
+
+    def __init__(self, replicas, *, burst: float, slow: dict[str, float] | None = None,
+                 failed: float | None = None) -> None:
+        super().__init__(replicas)
+        self.burst, self.slow, self.failed = burst, slow or {}, failed
+
+    def scraped(self, instance: str, t: float) -> float:
+        ts = super().scraped(instance, t)
+        if instance in self.slow and self.now < ts + self.slow[instance]:
+            ts -= self.interval_s
+        return ts
+
+    def canary(self, ts: float) -> int:
+        return 100 + max(0, math.floor(50.0 * (ts - self.burst)))
+
+    def respond(self, path, params):
+        code, kind, body = super().respond(path, params)
+        data = json.loads(body)["data"]
+        q = params.get("query", "")
+        if data["resultType"] == "scalar":
+            return code, kind, body
+        for item in data["result"]:
+            if item["metric"].get("instance") != "c:1":
+                continue
+            if data["resultType"] == "matrix":
+                item["values"] = [[ts, "0" if self.failed is not None and abs(ts - self.failed) < 1e-6 else v]
+                                  for ts, v in item["values"]]
+            elif q.startswith("sum by (version, job, instance) (promotion_requests_total"):
+                item["value"][1] = str(self.canary(item["value"][0]))
+        stale = self.failed is not None and "time" in params and abs(self.scraped("c:1", float(params["time"])) - self.failed) < 1e-6
+        if stale and data["resultType"] == "vector":
+            if q.startswith("up{"):
+                for item in data["result"]:
+                    if item["metric"].get("instance") == "c:1":
+                        item["value"][1] = "0"
+            elif not q.startswith("timestamp(up"):
+                data["result"] = [i for i in data["result"] if i["metric"].get("instance") != "c:1"]
+        return ok(data)
+
+
+def _walk(provider, fake, until: float, step: float = 0.05):
+    """Snapshots every ``step`` seconds to ``until``: the windows between them, and how
+    many snapshots could not be measured."""
+    previous, windows, unmeasured = None, [], []
+    while fake.now < until:
+        fake.now += step
+        try:
+            snap = provider.snapshot()
+        except MetricsError as exc:
+            unmeasured.append(exc.message)
+            continue
+        if previous is not None and snap.taken_at >= previous.taken_at:
+            for replica, versions in snap.replicas.items():
+                for v, c in versions.items():
+                    assert c.requests >= previous.replicas[replica][v].requests - 1e-9, (fake.now, replica, v)
+            w = window(previous, snap)
+            assert not w.resets, (fake.now, w)
+            windows.append(w)
+        if previous is None or snap.taken_at >= previous.taken_at:
+            previous = snap
+    return windows, unmeasured
+
+
+def test_a_scrape_answering_late_never_makes_a_bursting_canary_count_backwards(loopback):
+    """The champions' scrapes answer 0.8 s late, so the snapshot's instant can be more
+    than one interval behind c:1's last scrape: its estimate must come from the two
+    scrapes around the instant, or a later snapshot counts it lower and the window takes
+    a restart for all the requests it ever served."""
+    fake = Irregular({"c:1": (2, 10.0, 0.0, 0.05), "a:1": (1, 45.0, 0.0, 0.95), "b:1": (1, 45.0, 0.0, 0.1)},
+                     burst=T0 + 31.1, slow={"a:1": 0.8, "b:1": 0.8})
+    fake.now = T0 + 30.0
+    loopback.respond = fake.respond
+    windows, unmeasured = _walk(PrometheusProvider(loopback.url, selector='job="fraud"'), fake, T0 + 36.0)
+    assert not unmeasured and len(windows) >= 20
+    canary = sum(w.get(2).requests for w in windows)
+    # what c:1 served between the first and the last snapshot's instants, near enough
+    assert 0 < canary <= 50.0 * (windows[-1].end - fake.burst) + 50, canary
+
+
+def test_a_failed_scrape_leaves_a_snapshot_unmeasured_never_a_replica_counted_from_zero(loopback):
+    fake = Irregular({"c:1": (2, 10.0, 0.0, 0.05), "a:1": (1, 45.0, 0.0, 0.95), "b:1": (1, 45.0, 0.0, 0.5)},
+                     burst=T0 + 20.0, failed=T0 + 32.05)
+    fake.now = T0 + 31.0
+    loopback.respond = fake.respond
+    windows, unmeasured = _walk(PrometheusProvider(loopback.url, selector='job="fraud"'), fake, T0 + 36.0)
+    # while c:1's failed scrape is its last one it is down; while it is the one before the instant, unknown
+    assert any("failed" in m for m in unmeasured) and all("c:1" in m for m in unmeasured), unmeasured
+    assert len(windows) >= 20
+    total = sum(w.get(2).requests for w in windows)
+    assert abs(total - 50.0 * (windows[-1].end - windows[0].start)) <= 2, total
