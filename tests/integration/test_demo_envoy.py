@@ -46,8 +46,12 @@ class Watch:
         while self.root.is_running() and self.root.status() != psutil.STATUS_ZOMBIE:
             try:
                 for child in self.root.children(recursive=True):
-                    if child.pid not in self.seen:
-                        self.seen[child.pid] = (child, _name(child))
+                    # named again on every look: a child seen between fork and exec carries
+                    # the demo's own command line (and could not be read at all a moment before)
+                    known = self.seen.get(child.pid)
+                    name = _name(child)
+                    if known is None or name != "?":
+                        self.seen[child.pid] = (known[0] if known else child, name)
             except psutil.Error:
                 pass
             time.sleep(0.2)
