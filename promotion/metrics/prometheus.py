@@ -10,9 +10,10 @@ query time, so that the rollout controller can wait for counts scraped after a w
 change before it measures the new weight (:meth:`PrometheusProvider.now`). Replicas
 scraped later than that instant (each target has its own scrape phase) have their
 counters interpolated back to it between their two scrapes around it, so that a window
-counts every replica over the same span and no later snapshot counts a replica lower. A scrape Prometheus stores while a snapshot is being
-read (it files a scrape under the time it began, once the target has answered) would
-mix two scrapes of one replica: such a replica is read again. The queries are PromQL templates
+counts every replica over the same span and no later snapshot counts a replica lower.
+A scrape Prometheus stores while a snapshot is being read (it files a scrape under the
+time it began, once the target has answered) would mix two scrapes of one replica: such
+a replica is read again. The queries are PromQL templates
 in which ``$selector`` stands for the environment's extra label matchers
 (``metrics.selector`` in ``environments/<env>.yaml``, e.g. ``job="fraud"``); the
 defaults read the service's metric contract and sum over every label but ``version``::
@@ -161,13 +162,17 @@ class PrometheusProvider:
             raise MetricsError(f"{where}: answer has no data")
         return data
 
+    def _result(self, promql: str, at: float, kind: str, what: str) -> list:
+        """The ``result`` list of one instant query at ``at``, which must be of ``kind``."""
+        data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
+        if data.get("resultType") != kind or not isinstance(data.get("result"), list):
+            raise MetricsError(f"prometheus {self.url}: {promql!r} did not return {what}")
+        return data["result"]
+
     def query(self, promql: str, at: float) -> list[tuple[dict, float]]:
         """One instant query: ``[(labels, value)]``. Only an instant vector is accepted."""
-        data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
-        if data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
-            raise MetricsError(f"prometheus {self.url}: {promql!r} did not return an instant vector")
         out = []
-        for item in data["result"]:
+        for item in self._result(promql, at, "vector", "an instant vector"):
             try:
                 labels, value = dict(item["metric"]), float(item["value"][1])
             except (KeyError, IndexError, TypeError, ValueError):
@@ -179,11 +184,8 @@ class PrometheusProvider:
 
     def query_times(self, promql: str, at: float) -> list[tuple[dict, list[tuple[float, float]]]]:
         """One instant query of a range vector: ``[(labels, [(timestamp, value)])]``."""
-        data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
-        if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
-            raise MetricsError(f"prometheus {self.url}: {promql!r} did not return a range vector")
         out = []
-        for item in data["result"]:
+        for item in self._result(promql, at, "matrix", "a range vector"):
             try:
                 out.append((dict(item["metric"]), sorted((float(ts), float(v)) for ts, v in item["values"])))
             except (KeyError, TypeError, ValueError):
@@ -307,23 +309,22 @@ class PrometheusProvider:
         up_at = {self._replica(labels): value for labels, value in self.query(self.query_for("targets"), instant)}
         earlier = self._samples(instant)
         span = f"{max(1, math.ceil((at - instant) * 1000) + 1)}ms"
-        scrapes: dict[str, list[tuple[float, float]]] = {}
+        scrapes: dict[str, list[tuple[float, float]]] = {}  # (time, up) of each scrape after the instant
         for labels, points in self.query_times(self.query_for("targets_scrapes", range=span), at):
-            scrapes.setdefault(self._replica(labels), []).extend(
-                (t, v) for t, v in points if t > instant + 1e-6)
-        after = {replica: sorted(t for t, _ in points) for replica, points in scrapes.items()}
+            scrapes.setdefault(self._replica(labels), []).extend((t, v) for t, v in points if t > instant + 1e-6)
+        after: dict[str, list[float]] = {}
         nxt: dict[str, list] = {}
         pending = []
         for replica in later:
+            points = sorted(scrapes.get(replica, ()))
             # a failed scrape marks the replica's series stale: what it held then is unknown,
             # and taking it for 0 would count the replica backwards (a false restart)
-            failed = [t for t, v in sorted(scrapes.get(replica, ()))[:1] if v < 1]
-            if replica in before_at and up_at.get(replica, 1.0) < 1:
-                failed.insert(0, before_at[replica])
-            if failed:
-                raise MetricsError(f"{where}: the scrape of {replica} at {failed[0]:.3f} failed, so what it held at "
+            failed = before_at[replica] if replica in before_at and up_at.get(replica, 1.0) < 1 else (
+                points[0][0] if points and points[0][1] < 1 else None)
+            if failed is not None:
+                raise MetricsError(f"{where}: the scrape of {replica} at {failed:.3f} failed, so what it held at "
                                    f"{instant:.3f} is unknown; nothing is measured from this read")
-            stamps = after.setdefault(replica, [scraped_at[replica]])
+            stamps = after[replica] = [t for t, _ in points] or [scraped_at[replica]]
             if stamps[0] >= scraped_at[replica] - 1e-6 or len(stamps) < 2:
                 nxt[replica] = samples[replica]  # its last scrape is the first after the instant
             else:
