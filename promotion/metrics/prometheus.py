@@ -13,10 +13,10 @@ counters interpolated back to it between their two scrapes around it, so that a 
 counts every replica over the same span and no later snapshot counts a replica lower.
 A scrape Prometheus stores while a snapshot is being read (it files a scrape under the
 time it began, once the target has answered) would mix two scrapes of one replica: such
-a replica is read again. The queries are PromQL templates
-in which ``$selector`` stands for the environment's extra label matchers
-(``metrics.selector`` in ``environments/<env>.yaml``, e.g. ``job="fraud"``); the
-defaults read the service's metric contract and sum over every label but ``version``::
+a replica is read again. The queries are PromQL templates in which ``$selector``
+stands for the environment's extra label matchers (``metrics.selector`` in
+``environments/<env>.yaml``, e.g. ``job="fraud"``); the defaults read the service's
+metric contract and sum over every label but ``version``::
 
     from promotion.metrics.prometheus import PrometheusProvider
     provider = PrometheusProvider("http://prometheus:9090", selector='job="fraud"')
@@ -312,19 +312,21 @@ class PrometheusProvider:
         scrapes: dict[str, list[tuple[float, float]]] = {}  # (time, up) of each scrape after the instant
         for labels, points in self.query_times(self.query_for("targets_scrapes", range=span), at):
             scrapes.setdefault(self._replica(labels), []).extend((t, v) for t, v in points if t > instant + 1e-6)
-        after: dict[str, list[float]] = {}
+        first_after: dict[str, float] = {}
         nxt: dict[str, list] = {}
         pending = []
         for replica in later:
             points = sorted(scrapes.get(replica, ()))
             # a failed scrape marks the replica's series stale: what it held then is unknown,
             # and taking it for 0 would count the replica backwards (a false restart)
-            failed = before_at[replica] if replica in before_at and up_at.get(replica, 1.0) < 1 else (
-                points[0][0] if points and points[0][1] < 1 else None)
+            failed = before_at.get(replica) if up_at.get(replica, 1.0) < 1 else None
+            if failed is None and points and points[0][1] < 1:
+                failed = points[0][0]
             if failed is not None:
                 raise MetricsError(f"{where}: the scrape of {replica} at {failed:.3f} failed, so what it held at "
                                    f"{instant:.3f} is unknown; nothing is measured from this read")
-            stamps = after[replica] = [t for t, _ in points] or [scraped_at[replica]]
+            stamps = [t for t, _ in points] or [scraped_at[replica]]
+            first_after[replica] = stamps[0]
             if stamps[0] >= scraped_at[replica] - 1e-6 or len(stamps) < 2:
                 nxt[replica] = samples[replica]  # its last scrape is the first after the instant
             else:
@@ -345,7 +347,7 @@ class PrometheusProvider:
             pending = pending[len(group):]
         out = dict(samples)
         for replica in later:
-            t0, t1 = before_at.get(replica), after[replica][0]
+            t0, t1 = before_at.get(replica), first_after[replica]
             if t0 is not None and not t0 < t1:
                 continue  # its last scrape is at or before the instant after all
             fraction = 0.0 if t0 is None else min(max((instant - t0) / (t1 - t0), 0.0), 1.0)
