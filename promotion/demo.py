@@ -72,11 +72,14 @@ def _cli(*argv: str) -> int:
 
 
 def prepare_workspace(ws: Path, ports: dict[str, int], window: Path,
-                      blocks: dict[str, dict] | None = None) -> None:
+                      blocks: dict[str, dict] | None = None,
+                      analysis: dict[str, dict[str, str]] | None = None) -> None:
     """Copy the repository's config into ``ws``, point it at local ports, init git.
 
     ``blocks`` replaces top-level blocks of an environment file (``{"prod": {"serving":
     {...}, "metrics": {...}}}``): the scale-out topology serves prod through Envoy.
+    ``analysis`` replaces settings of a policy's ``analysis:`` block, each line with its
+    comment (``{"prod": {"latency_min_added_ms": "10  # why"}}``).
     """
     import yaml
 
@@ -98,6 +101,10 @@ def prepare_workspace(ws: Path, ports: dict[str, int], window: Path,
             head, rest = text.split("  steps:\n", 1)
             tail = rest[rest.index("  interval_s"):] if "  interval_s" in rest else ""
             text = head + "  steps:\n" + override["steps"] + tail
+        for key, value in ((analysis or {}).get(env) or {}).items():
+            text, n = re.subn(rf"(?m)^  {re.escape(key)}: .*$", lambda _: f"  {key}: {value}", text)
+            if n != 1:
+                raise ValueError(f"policies/{env}.yaml: analysis.{key} is on {n} lines, not one")
         if env == "staging":
             # the demo has no dev service: staging takes versions straight from the registry
             text = text.replace("  requires_record_from: dev", "  requires_record_from: null").replace(

@@ -51,8 +51,10 @@ def test_missing_binaries_are_named(tmp_path):
 
 
 def test_the_scale_out_demo_workspace_serves_prod_through_envoy(tmp_path):
+    from promotion.analysis import AnalysisSettings
     from promotion.config import Project
     from promotion.demo import prepare_workspace
+    from promotion.demo_envoy import PROD_LATENCY_FLOOR
     from promotion.topology.envoy import envoy_settings
 
     replicas = {1: ["http://127.0.0.1:3101", "http://127.0.0.1:3102"], 2: ["http://127.0.0.1:3201"]}
@@ -61,12 +63,24 @@ def test_the_scale_out_demo_workspace_serves_prod_through_envoy(tmp_path):
     ws.mkdir()
     prepare_workspace(ws, {"staging": 3999}, tmp_path / "window.parquet", blocks={"prod": {
         "serving": serving, "metrics": {"source": "prometheus", "url": "http://127.0.0.1:9090",
-                                        "selector": 'job="fraud"'}}})
+                                        "selector": 'job="fraud"'}}},
+        analysis={"prod": {"latency_min_added_ms": PROD_LATENCY_FLOOR}})
     project = Project(ws)
     prod, staging = project.environment("prod"), project.environment("staging")
     assert prod.serving.get("kind") == "envoy" and prod.endpoint == serving["endpoint"]
     assert {int(v): u for v, u in prod.serving.get("replicas").items()} == replicas
     assert staging.endpoint == "http://127.0.0.1:3999"
+    # prod's replicas share two cores with every other server: a higher latency floor there only
+    floors = {env.name: AnalysisSettings.from_policy(project.policy_for(env)).latency_min_added_ms
+              for env in (prod, staging)}
+    assert floors == {"prod": 10, "staging": 3}
+
+
+def test_an_analysis_setting_the_policy_does_not_hold_is_refused(tmp_path):
+    from promotion.demo import prepare_workspace
+
+    with pytest.raises(ValueError, match=r"policies/prod.yaml: analysis.latency_floor is on 0 lines"):
+        prepare_workspace(tmp_path, {}, tmp_path / "window.parquet", analysis={"prod": {"latency_floor": "1"}})
 
 
 def test_a_proxied_artifact_location_maps_to_its_bucket_prefix():
